@@ -1,0 +1,21 @@
+//! Switchyard's model layer: the [`Backend`] trait that the HTTP server talks to, and its
+//! mistral.rs implementation ([`MistralRsBackend`]) that runs a local model with no hub access.
+//!
+//! The server never sees mistral.rs types: requests come in as [`GenerationRequest`] and
+//! results go out as a stream of [`GenerationEvent`]s, so the engine can be swapped or wrapped
+//! (serialization, adapters, instances) without touching HTTP code.
+
+mod backend;
+mod error;
+mod mistral;
+mod seeded;
+mod stop;
+mod types;
+
+pub use backend::{collect, Backend, EventStream};
+pub use error::{EngineError, Result};
+pub use mistral::{EngineConfig, MistralRsBackend};
+pub use types::{
+    ChatMessage, FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, Role,
+    SamplingParams, Usage,
+};

@@ -1,0 +1,115 @@
+//! The HTTP application: routes, body limit, and a [`Server`] that binds, loads the model in
+//! the background and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use adapters::{Backend, EngineConfig, MistralRsBackend};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::handlers::{chat, health, models};
+use crate::state::AppState;
+
+/// Builds the router over a state.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/v1/models", get(models::list))
+        .route("/v1/chat/completions", post(chat::completions))
+        .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Loads the configured model with mistral.rs.
+pub async fn load_engine(config: &Config) -> adapters::Result<Arc<dyn Backend>> {
+    let engine = MistralRsBackend::load(EngineConfig {
+        model_path: config.model_path.clone(),
+        model_id: config.model_id.clone(),
+        instances: config.engine_instances,
+    })
+    .await?;
+    Ok(Arc::new(engine))
+}
+
+/// A bound, not yet serving, Switchyard server.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds the configured address (port 0 picks a free one).
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            state: AppState::new(config),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish for up to
+    /// `shutdown_grace_secs`. The model loads in the background; `/ready` says when it is in.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            match load_engine(state.config()).await {
+                Ok(backend) => {
+                    tracing::info!(model = backend.model_id(), "model loaded; ready");
+                    state.set_ready(backend);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, path = %state.config().model_path.display(), "model failed to load; /ready stays 503");
+                    state.set_failed(err.to_string());
+                }
+            }
+        });
+
+        let grace = Duration::from_secs(self.state.config().shutdown_grace_secs);
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve =
+            axum::serve(self.listener, router(self.state)).with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutdown signal received; draining in-flight requests");
+                let _ = signalled_tx.send(());
+            });
+        tokio::select! {
+            result = serve => result,
+            () = async {
+                if signalled_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The HTTP layer's error type and its one mapping to OpenAI-shaped error responses.
+//!
+//! Every error the API returns, as JSON or inside an SSE stream, goes through [`ApiError`], so
+//! the table in [`ApiError::spec`] is the whole list of status codes, types and codes that
+//! clients can see (the README's "Errors" section mirrors it).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use adapters::EngineError;
+
+/// Result alias for the HTTP layer.
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+/// An error returned to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("max_tokens is {requested}, above this server's limit of {cap}")]
+    MaxTokensExceeded { requested: u64, cap: usize },
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("server is at capacity ({limit} generations in flight); retry later")]
+    Overloaded { limit: usize, retry_after_secs: u64 },
+    #[error("the model is not loaded yet")]
+    NotReady,
+    #[error("the model failed to load: {0}")]
+    ModelUnavailable(String),
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub param: Option<&'static str>,
+    pub code: &'static str,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>, param: &'static str) -> Self {
+        ApiError::InvalidRequest {
+            message: message.into(),
+            param: Some(param),
+        }
+    }
+
+    /// The error table: HTTP status, OpenAI `type`, and `code` of each error.
+    pub fn spec(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+            ),
+            InvalidRequest { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_value",
+            ),
+            MaxTokensExceeded { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "max_tokens_exceeded",
+            ),
+            ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "payload_too_large",
+            ),
+            NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+            ),
+            Overloaded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "server_overloaded",
+            ),
+            NotReady => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_not_ready",
+            ),
+            ModelUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "model_unavailable",
+            ),
+            Engine(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "engine_error",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.spec().0
+    }
+
+    /// The JSON body, shared by plain responses and SSE error events.
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind, code) = self.spec();
+        let param = match self {
+            ApiError::InvalidRequest { param, .. } => *param,
+            ApiError::MaxTokensExceeded { .. } => Some("max_tokens"),
+            ApiError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind,
+                param,
+                code,
+            },
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::InvalidRequest(message) => ApiError::InvalidRequest {
+                message,
+                param: None,
+            },
+            EngineError::Unavailable(message) | EngineError::Load(message) => {
+                ApiError::ModelUnavailable(message)
+            }
+            EngineError::Generation(message) => ApiError::Engine(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let ApiError::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_carries_retry_after_and_openai_shape() {
+        let response = ApiError::Overloaded {
+            limit: 2,
+            retry_after_secs: 1,
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn body_has_message_type_code() {
+        let body = serde_json::to_value(ApiError::ModelNotFound("x".into()).body()).unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "model");
+        assert!(body["error"]["message"].as_str().unwrap().contains("`x`"));
+    }
+}

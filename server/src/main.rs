@@ -1,0 +1,73 @@
+//! The `switchyard` binary: `serve` runs the server; more subcommands plug in here.
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use switchyard_server::{Config, ConfigArgs, LogFormat, Server};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "RAG + LoRA inference server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the OpenAI-compatible HTTP server.
+    Serve(ConfigArgs),
+    /// Measure TTFT, decode tok/s and throughput against a baseline server.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,mistralrs_core=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = Config::resolve(&args)?;
+            init_logging(config.log_format);
+            let server = Server::bind(config.clone())
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            tracing::info!(addr = %server.local_addr(), model = %config.model_path.display(), "switchyard listening");
+            server.run(shutdown_signal()).await?;
+            tracing::info!("switchyard stopped");
+        }
+        Command::Bench(args) => bench::run(args).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! OpenAI wire types for `/v1/chat/completions` and `/v1/models`, and the checks that turn a
+//! request into an engine [`GenerationRequest`].
+//!
+//! Unknown request fields are accepted and ignored, as OpenAI's own clients send fields that
+//! a given server may not implement; fields we implement are checked strictly.
+
+use serde::{Deserialize, Serialize};
+
+use adapters::{ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams, Usage};
+
+use crate::config::Config;
+use crate::error::{ApiError, Result};
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<RequestMessage>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub stop: Option<StopSequences>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// `stop` is a string or a list of up to 4 strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopSequences {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// One input message. `content` is a string, a list of text parts, or null (assistant turns).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+const MAX_STOP_SEQUENCES: usize = 4;
+
+impl ChatCompletionRequest {
+    /// Checks the request against the server's limits and builds the engine request.
+    pub fn to_generation(&self, config: &Config) -> Result<GenerationRequest> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid(
+                "`messages` must contain at least one message",
+                "messages",
+            ));
+        }
+        if let Some(n) = self.n {
+            if n != 1 {
+                return Err(ApiError::invalid(
+                    format!("only n=1 is supported, got n={n}"),
+                    "n",
+                ));
+            }
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::invalid(
+                format!("temperature must be between 0 and 2, got {temperature}"),
+                "temperature",
+            ));
+        }
+        if let Some(top_p) = self.top_p {
+            if !(top_p > 0.0 && top_p <= 1.0) {
+                return Err(ApiError::invalid(
+                    format!("top_p must be in (0, 1], got {top_p}"),
+                    "top_p",
+                ));
+            }
+        }
+        let requested = self.max_completion_tokens.or(self.max_tokens);
+        let max_tokens = match requested {
+            Some(0) => {
+                return Err(ApiError::invalid(
+                    "max_tokens must be at least 1",
+                    "max_tokens",
+                ))
+            }
+            Some(n) if n > config.max_tokens_cap as u64 => {
+                return Err(ApiError::MaxTokensExceeded {
+                    requested: n,
+                    cap: config.max_tokens_cap,
+                })
+            }
+            Some(n) => n as usize,
+            None => config.default_max_tokens,
+        };
+        let stop = match &self.stop {
+            None => Vec::new(),
+            Some(StopSequences::One(s)) => vec![s.clone()],
+            Some(StopSequences::Many(list)) => list.clone(),
+        };
+        if stop.len() > MAX_STOP_SEQUENCES || stop.iter().any(String::is_empty) {
+            return Err(ApiError::invalid(
+                format!("stop takes at most {MAX_STOP_SEQUENCES} non-empty strings"),
+                "stop",
+            ));
+        }
+        let messages = self
+            .messages
+            .iter()
+            .map(RequestMessage::to_chat_message)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GenerationRequest {
+            messages,
+            sampling: SamplingParams {
+                temperature,
+                top_p: self.top_p,
+                max_tokens,
+                stop,
+                seed: self.seed.map(|s| s as u64),
+            },
+        })
+    }
+}
+
+impl RequestMessage {
+    fn to_chat_message(&self) -> Result<ChatMessage> {
+        let content = match &self.content {
+            None => String::new(),
+            Some(MessageContent::Text(text)) => text.clone(),
+            Some(MessageContent::Parts(parts)) => {
+                let mut text = String::new();
+                for part in parts {
+                    match (part.kind.as_str(), &part.text) {
+                        ("text", Some(t)) => text.push_str(t),
+                        (kind, _) => {
+                            return Err(ApiError::invalid(
+                                format!("content part of type `{kind}` is not supported; only text parts are"),
+                                "messages",
+                            ))
+                        }
+                    }
+                }
+                text
+            }
+        };
+        Ok(ChatMessage::new(self.role, content))
+    }
+}
+
+/// `POST /v1/chat/completions` response (non-streamed).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<Choice>,
+    pub usage: UsageBody,
+    pub system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Choice {
+    pub index: u32,
+    pub message: ResponseMessage,
+    pub finish_reason: String,
+    pub logprobs: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ResponseMessage {
+    pub role: String,
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct UsageBody {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl From<Usage> for UsageBody {
+    fn from(u: Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens(),
+        }
+    }
+}
+
+/// One SSE chunk of a streamed completion.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<ChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    pub index: u32,
+    pub delta: Delta,
+    pub finish_reason: Option<String>,
+    pub logprobs: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+/// Ids and timestamps shared by every chunk of one completion.
+#[derive(Debug, Clone)]
+pub struct CompletionMeta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl CompletionMeta {
+    pub fn new(model: &str) -> Self {
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        Self {
+            id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+            created,
+            model: model.to_string(),
+        }
+    }
+
+    pub fn completion(&self, text: String, finish: FinishReason, usage: Usage) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: "assistant".into(),
+                    content: Some(text),
+                },
+                finish_reason: finish.as_str().into(),
+                logprobs: None,
+            }],
+            usage: usage.into(),
+            system_fingerprint: None,
+        }
+    }
+
+    pub fn chunk(&self, delta: Delta, finish: Option<FinishReason>) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish.map(|f| f.as_str().to_string()),
+                logprobs: None,
+            }],
+            usage: None,
+        }
+    }
+
+    /// The final usage-only chunk sent when `stream_options.include_usage` is set.
+    pub fn usage_chunk(&self, usage: Usage) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            choices: Vec::new(),
+            usage: Some(usage.into()),
+        }
+    }
+}
+
+/// `GET /v1/models` response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelCard>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> ChatCompletionRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_and_cap_applies() {
+        let config = Config::default();
+        let req = parse(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5, "max_completion_tokens": 7
+        }));
+        assert_eq!(req.to_generation(&config).unwrap().sampling.max_tokens, 7);
+        let req = parse(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": config.max_tokens_cap + 1
+        }));
+        assert!(matches!(
+            req.to_generation(&config),
+            Err(ApiError::MaxTokensExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn text_parts_are_joined_and_images_refused() {
+        let config = Config::default();
+        let req = parse(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        }));
+        assert_eq!(
+            req.to_generation(&config).unwrap().messages[0].content,
+            "ab"
+        );
+        let req = parse(serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        }));
+        let err = req.to_generation(&config).unwrap_err();
+        assert!(err.to_string().contains("image_url"), "{err}");
+    }
+
+    #[test]
+    fn stop_n_temperature_are_checked() {
+        let config = Config::default();
+        let base =
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        for (field, value) in [
+            ("n", serde_json::json!(2)),
+            ("temperature", serde_json::json!(3.0)),
+            ("top_p", serde_json::json!(0.0)),
+            ("stop", serde_json::json!(["a", "b", "c", "d", "e"])),
+        ] {
+            let mut body = base.clone();
+            body[field] = value;
+            let err = parse(body).to_generation(&config).unwrap_err();
+            assert_eq!(err.status(), 400, "{field}");
+        }
+        let mut body = base.clone();
+        body["stop"] = serde_json::json!("\n\n");
+        assert_eq!(
+            parse(body).to_generation(&config).unwrap().sampling.stop,
+            vec!["\n\n"]
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Test harness: starts the real Switchyard server (real model, real HTTP) on `127.0.0.1:0`
+//! in a thread with its own runtime, so tests on any runtime can share it.
+//!
+//! Models come from `scripts/fetch_models.py` (the README's test command runs it first).
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use switchyard_server::state::AppState;
+use switchyard_server::{ApiError, Config, Server};
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// The default GGUF model; fails loudly when it has not been fetched.
+pub fn model_path() -> PathBuf {
+    let path = workspace_root().join(Config::default().model_path);
+    assert!(
+        path.is_file(),
+        "model missing at {}: run `python3 scripts/fetch_models.py` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Defaults with a free port and the fetched model.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        model_path: model_path(),
+        ..Config::default()
+    }
+}
+
+/// A running server; dropping it shuts it down.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    /// Binds and starts serving; the model loads in the background.
+    pub fn start(config: Config) -> Self {
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let server = Server::bind(config).await?;
+                bound_tx
+                    .send((server.local_addr(), server.state()))
+                    .expect("test is waiting");
+                server
+                    .run(async {
+                        let _ = shutdown_rx.await;
+                    })
+                    .await
+            })
+        });
+        let (addr, state) = bound_rx.recv().expect("server failed to bind");
+        Self {
+            base: format!("http://{addr}"),
+            state,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts a server and waits until its model is loaded.
+    pub fn start_ready(config: Config) -> Self {
+        let server = Self::start(config);
+        server.wait_ready(Duration::from_secs(300));
+        server
+    }
+
+    /// One server shared by every test of a test binary.
+    pub fn shared() -> &'static TestServer {
+        static SHARED: OnceLock<TestServer> = OnceLock::new();
+        SHARED.get_or_init(|| Self::start_ready(test_config()))
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            match self.state.backend() {
+                Ok(_) => return,
+                Err(ApiError::NotReady) if start.elapsed() < timeout => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(err) => panic!("server not ready: {err}"),
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Signals shutdown and waits for the server to drain and stop.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.signal_shutdown();
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("server thread panicked")
+    }
+
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.signal_shutdown();
+    }
+}
+
+/// A deterministic (greedy) chat request for the default model.
+pub fn chat_body(prompt: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": Config::default().model_id,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    })
+}
+
+/// POSTs a non-streamed chat completion and returns (status, body).
+pub async fn post_chat(server: &TestServer, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+/// The text of a successful non-streamed completion.
+pub async fn chat_text(server: &TestServer, body: &Value) -> String {
+    let (status, value) = post_chat(server, body).await;
+    assert_eq!(status, 200, "{value}");
+    value["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_string()
+}
+
+/// A streamed completion, parsed: every `data:` payload in order.
+pub struct StreamedChat {
+    pub status: u16,
+    pub events: Vec<String>,
+}
+
+impl StreamedChat {
+    /// The JSON chunks (everything but `[DONE]`).
+    pub fn chunks(&self) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|e| e.as_str() != "[DONE]")
+            .map(|e| serde_json::from_str(e).expect("chunk is JSON"))
+            .collect()
+    }
+
+    /// The concatenated content deltas.
+    pub fn text(&self) -> String {
+        self.chunks()
+            .iter()
+            .filter_map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect()
+    }
+
+    pub fn ended_with_done(&self) -> bool {
+        self.events.last().map(String::as_str) == Some("[DONE]")
+    }
+}
+
+/// POSTs a streamed chat completion and reads the SSE body to its end.
+pub async fn stream_chat(server: &TestServer, body: &Value) -> StreamedChat {
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status().as_u16();
+    let mut buffer = String::new();
+    let mut bytes = response.bytes_stream();
+    while let Some(chunk) = bytes.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.expect("body chunk")));
+    }
+    let events = buffer
+        .split("\n\n")
+        .filter_map(|block| {
+            block
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("data: ")
+                        .or_else(|| line.strip_prefix("data:"))
+                })
+                .map(|d| d.trim().to_string())
+        })
+        .collect();
+    StreamedChat { status, events }
+}

@@ -1,0 +1,263 @@
+//! The OpenAI-compatible API over real HTTP with the real model: shapes, streaming, errors.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switchyard_server::Config;
+use switchyard_tests::{chat_body, chat_text, post_chat, stream_chat, test_config, TestServer};
+
+fn assert_openai_error(body: &Value, code: &str) {
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].as_str().is_some(), "{body}");
+    assert_eq!(error["code"], code, "{body}");
+}
+
+#[tokio::test]
+async fn chat_completion_has_openai_shape_and_usage() {
+    let server = TestServer::shared();
+    let (status, body) = post_chat(server, &chat_body("What is the capital of France?", 24)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(body["model"], Config::default().model_id);
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let content = choice["message"]["content"].as_str().unwrap();
+    assert!(!content.trim().is_empty());
+    assert!(["stop", "length"].contains(&choice["finish_reason"].as_str().unwrap()));
+    let usage = &body["usage"];
+    let prompt = usage["prompt_tokens"].as_u64().unwrap();
+    let completion = usage["completion_tokens"].as_u64().unwrap();
+    assert!(
+        prompt > 5,
+        "the chat template adds tokens around the question: {usage}"
+    );
+    assert!((1..=24).contains(&completion), "{usage}");
+    assert_eq!(usage["total_tokens"].as_u64().unwrap(), prompt + completion);
+}
+
+#[tokio::test]
+async fn max_tokens_stops_with_length() {
+    let server = TestServer::shared();
+    let mut body = chat_body(
+        "Write a long story about a dragon who learns to bake bread.",
+        3,
+    );
+    body["max_completion_tokens"] = json!(3);
+    let (status, value) = post_chat(server, &body).await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["choices"][0]["finish_reason"], "length");
+    assert_eq!(value["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn stop_sequence_ends_generation() {
+    let server = TestServer::shared();
+    let prompt = "Count from 1 to 10, separated by commas.";
+    let free = chat_text(server, &chat_body(prompt, 40)).await;
+    assert!(free.contains('5'), "the model counts: {free}");
+    let mut body = chat_body(prompt, 40);
+    body["stop"] = json!(["5"]);
+    let (status, value) = post_chat(server, &body).await;
+    assert_eq!(status, 200, "{value}");
+    let stopped = value["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        !stopped.contains('5'),
+        "stop sequence is not in the output: {stopped}"
+    );
+    assert_eq!(value["choices"][0]["finish_reason"], "stop");
+    assert!(
+        free.starts_with(stopped.trim_end()),
+        "{free:?} vs {stopped:?}"
+    );
+}
+
+#[tokio::test]
+async fn streaming_matches_non_streaming_and_ends_with_done() {
+    let server = TestServer::shared();
+    let body = chat_body("Name three colours.", 20);
+    let plain = chat_text(server, &body).await;
+    let mut streamed_body = body.clone();
+    streamed_body["stream_options"] = json!({"include_usage": true});
+    let streamed = stream_chat(server, &streamed_body).await;
+    assert_eq!(streamed.status, 200);
+    assert!(streamed.ended_with_done(), "{:?}", streamed.events);
+    let chunks = streamed.chunks();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let ids: std::collections::HashSet<_> = chunks.iter().map(|c| c["id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "one id per completion");
+    assert_eq!(
+        streamed.text(),
+        plain,
+        "greedy streaming equals greedy non-streaming"
+    );
+    let finish = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .expect("a finish chunk");
+    assert!(["stop", "length"].contains(&finish));
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(
+        usage_chunk["choices"],
+        json!([]),
+        "usage chunk has no choices"
+    );
+    assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn streaming_without_include_usage_has_no_usage_chunk() {
+    let server = TestServer::shared();
+    let streamed = stream_chat(server, &chat_body("Say hello.", 5)).await;
+    assert!(streamed.ended_with_done());
+    assert!(streamed.chunks().iter().all(|c| c.get("usage").is_none()));
+}
+
+#[tokio::test]
+async fn models_health_ready() {
+    let server = TestServer::shared();
+    let client = reqwest::Client::new();
+    let models: Value = client
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], Config::default().model_id);
+    let health = client.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let server = TestServer::shared();
+    for raw in ["{not json", "{\"model\": 3, \"messages\": []}", "[]", ""] {
+        let response = reqwest::Client::new()
+            .post(server.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{raw}");
+        assert_openai_error(&response.json().await.unwrap(), "invalid_json");
+    }
+}
+
+#[tokio::test]
+async fn unknown_model_is_404() {
+    let server = TestServer::shared();
+    let mut body = chat_body("hi", 4);
+    body["model"] = json!("gpt-17");
+    let (status, value) = post_chat(server, &body).await;
+    assert_eq!(status, 404);
+    assert_openai_error(&value, "model_not_found");
+    assert_eq!(value["error"]["param"], "model");
+}
+
+#[tokio::test]
+async fn max_tokens_over_cap_is_400() {
+    let server = TestServer::shared();
+    let cap = Config::default().max_tokens_cap as u32;
+    let (status, value) = post_chat(server, &chat_body("hi", cap + 1)).await;
+    assert_eq!(status, 400);
+    assert_openai_error(&value, "max_tokens_exceeded");
+}
+
+#[tokio::test]
+async fn invalid_values_are_400() {
+    let server = TestServer::shared();
+    for (field, value) in [
+        ("n", json!(3)),
+        ("temperature", json!(-1)),
+        ("messages", json!([])),
+    ] {
+        let mut body = chat_body("hi", 4);
+        body[field] = value;
+        let (status, value) = post_chat(server, &body).await;
+        assert_eq!(status, 400, "{field}: {value}");
+        assert_openai_error(&value, "invalid_value");
+        assert_eq!(value["error"]["param"], field);
+    }
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_openai_errors() {
+    let server = TestServer::shared();
+    let client = reqwest::Client::new();
+    let response = client.get(server.url("/v1/nope")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_openai_error(&response.json().await.unwrap(), "not_found");
+    let response = client
+        .get(server.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_openai_error(&response.json().await.unwrap(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn body_over_limit_is_413() {
+    let server = TestServer::start_ready(Config {
+        max_body_bytes: 2048,
+        ..test_config()
+    });
+    let body = chat_body(&"a".repeat(4096), 4);
+    let (status, value) = post_chat(&server, &body).await;
+    assert_eq!(status, 413);
+    assert_openai_error(&value, "payload_too_large");
+    let (status, _) = post_chat(&server, &chat_body("short", 2)).await;
+    assert_eq!(status, 200, "a body under the limit still passes");
+}
+
+#[tokio::test]
+async fn overload_is_429_with_retry_after_and_slot_is_freed() {
+    let server = TestServer::start_ready(Config {
+        max_in_flight: 1,
+        ..test_config()
+    });
+    // Hold the only slot with a long streamed generation.
+    let mut long = chat_body("Write a very long essay about the history of bridges.", 400);
+    long["stream"] = json!(true);
+    let holder = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(holder.status(), 200);
+    assert_eq!(server.state.in_flight(), 1);
+
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(&chat_body("hi", 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_openai_error(&response.json().await.unwrap(), "server_overloaded");
+
+    // A client that goes away frees its slot (and its engine request).
+    drop(holder);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.state.in_flight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, value) = post_chat(&server, &chat_body("hi", 2)).await;
+    assert_eq!(status, 200, "{value}");
+}

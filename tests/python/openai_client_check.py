@@ -1,0 +1,77 @@
+"""Drives a running Switchyard server with the official `openai` client.
+
+Usage: openai_client_check.py BASE_URL MODEL_ID   (run by tests/openai_client.rs)
+Exits non-zero with a message on the first failed check.
+"""
+
+import sys
+
+import openai
+
+
+def check(condition, message):
+    if not condition:
+        print(f"FAILED: {message}")
+        sys.exit(1)
+    print(f"ok: {message}")
+
+
+def main():
+    base_url, model = sys.argv[1], sys.argv[2]
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+
+    models = client.models.list()
+    check(any(m.id == model for m in models.data), "models.list() lists the served model")
+
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=16,
+    )
+    text = completion.choices[0].message.content
+    check(bool(text and text.strip()), f"chat completion has content: {text!r}")
+    check(completion.choices[0].finish_reason in ("stop", "length"), "finish_reason is stop or length")
+    check(completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens,
+          "usage adds up")
+
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        temperature=0,
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage, finish = [], None, None
+    for chunk in stream:
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    check("".join(pieces) == text, "streamed text equals the non-streamed text (greedy)")
+    check(finish in ("stop", "length"), "stream carries a finish_reason")
+    check(usage is not None and usage.completion_tokens == completion.usage.completion_tokens,
+          "stream ends with the usage chunk")
+
+    try:
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+        check(False, "unknown model raises")
+    except openai.NotFoundError as err:
+        check(err.status_code == 404 and err.code == "model_not_found", "unknown model -> NotFoundError 404")
+
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=10_000_000)
+        check(False, "max_tokens over the cap raises")
+    except openai.BadRequestError as err:
+        check(err.status_code == 400 and err.code == "max_tokens_exceeded", "max_tokens over cap -> BadRequestError 400")
+
+    print("ALL CHECKS PASSED")
+
+
+if __name__ == "__main__":
+    main()
