@@ -2,6 +2,8 @@
 # Benchmark: Switchyard vs llama.cpp (llama-cpp-python's OpenAI server, built from source by
 # pip) on the same GGUF, measured in one run. Prints TTFT, decode tok/s, throughput at
 # 1/4/16 clients, and the ratios. Extra arguments go to `switchyard bench`.
+# llama-cpp-python's server by default cuts a running stream when a new request arrives;
+# `--interrupt_requests False` makes it queue them, as Switchyard does.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -12,7 +14,10 @@ LLAMA_CPP_PYTHON=0.3.36
 if ! .venv-bench/bin/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON')" 2>/dev/null; then
   echo "bench: building llama-cpp-python==$LLAMA_CPP_PYTHON (compiles llama.cpp; several minutes)"
   python3 -m venv .venv-bench
-  .venv-bench/bin/pip install -q --disable-pip-version-check "llama-cpp-python[server]==$LLAMA_CPP_PYTHON"
+  # A native build enables AMX on CPUs that have it; where the kernel does not grant AMX to the
+  # process (containers), prompt decoding then segfaults. Build for AVX2/AVX-512 without AMX.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON" \
+    .venv-bench/bin/pip install -q --no-cache-dir --disable-pip-version-check "llama-cpp-python[server]==$LLAMA_CPP_PYTHON"
 fi
 cargo build --locked -p switchyard-server --bin switchyard
 BIN="$CARGO_TARGET_DIR/debug/switchyard"
@@ -27,7 +32,7 @@ trap cleanup EXIT
   ${ENGINE_INSTANCES:+--engine-instances "$ENGINE_INSTANCES"} >/tmp/switchyard-bench.log 2>&1 &
 pids+=($!)
 .venv-bench/bin/python -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m-instruct \
-  --host 127.0.0.1 --port "$LC_PORT" --n_ctx 2048 --n_threads "$(nproc)" >/tmp/llama-cpp-bench.log 2>&1 &
+  --host 127.0.0.1 --port "$LC_PORT" --n_ctx 2048 --n_threads "$(nproc)" --interrupt_requests False >/tmp/llama-cpp-bench.log 2>&1 &
 pids+=($!)
 
 for url in "http://127.0.0.1:$SY_PORT/ready" "http://127.0.0.1:$LC_PORT/v1/models"; do

@@ -196,16 +196,21 @@ impl StreamedChat {
     }
 }
 
-/// POSTs a streamed chat completion and reads the SSE body to its end.
-pub async fn stream_chat(server: &TestServer, body: &Value) -> StreamedChat {
+/// POSTs a chat completion with `stream: true` and returns the response unread.
+pub async fn open_stream(server: &TestServer, body: &Value) -> reqwest::Response {
     let mut body = body.clone();
     body["stream"] = json!(true);
-    let response = reqwest::Client::new()
+    reqwest::Client::new()
         .post(server.url("/v1/chat/completions"))
         .json(&body)
         .send()
         .await
-        .expect("request sent");
+        .expect("request sent")
+}
+
+/// POSTs a streamed chat completion and reads the SSE body to its end.
+pub async fn stream_chat(server: &TestServer, body: &Value) -> StreamedChat {
+    let response = open_stream(server, body).await;
     let status = response.status().as_u16();
     let mut buffer = String::new();
     let mut bytes = response.bytes_stream();

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchyard_server::Config;
-use switchyard_tests::{chat_body, chat_text, post_chat, stream_chat, test_config, TestServer};
+use switchyard_tests::{
+    chat_body, chat_text, open_stream, post_chat, stream_chat, test_config, TestServer,
+};
 
 fn assert_openai_error(body: &Value, code: &str) {
     let error = &body["error"];
@@ -230,14 +232,8 @@ async fn overload_is_429_with_retry_after_and_slot_is_freed() {
         ..test_config()
     });
     // Hold the only slot with a long streamed generation.
-    let mut long = chat_body("Write a very long essay about the history of bridges.", 400);
-    long["stream"] = json!(true);
-    let holder = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&long)
-        .send()
-        .await
-        .unwrap();
+    let long = chat_body("Write a very long essay about the history of bridges.", 400);
+    let holder = open_stream(&server, &long).await;
     assert_eq!(holder.status(), 200);
     assert_eq!(server.state.in_flight(), 1);
 
@@ -260,4 +256,42 @@ async fn overload_is_429_with_retry_after_and_slot_is_freed() {
     }
     let (status, value) = post_chat(&server, &chat_body("hi", 2)).await;
     assert_eq!(status, 200, "{value}");
+}
+
+#[tokio::test]
+async fn prompt_longer_than_context_is_400_streamed_or_not() {
+    let server = TestServer::shared();
+    // SmolLM2's context is 8192 tokens; this is well over it and well under the body limit.
+    let body = chat_body(&"git ".repeat(10_000), 4);
+    let (status, value) = post_chat(server, &body).await;
+    assert_eq!(status, 400, "{value}");
+    assert_openai_error(&value, "context_length_exceeded");
+    let streamed = stream_chat(server, &body).await;
+    assert_eq!(
+        streamed.status, 400,
+        "the refusal comes before any SSE: {:?}",
+        streamed.events
+    );
+}
+
+#[tokio::test]
+async fn seed_makes_sampling_repeatable() {
+    let server = TestServer::shared();
+    let sampled = |seed: u64| {
+        let mut body = chat_body("Invent a name for a new fruit and describe its taste.", 16);
+        body["temperature"] = json!(1.3);
+        body["seed"] = json!(seed);
+        body
+    };
+    let a = chat_text(server, &sampled(7)).await;
+    let b = chat_text(server, &sampled(7)).await;
+    assert_eq!(a, b, "same seed, same text");
+    let others = [
+        chat_text(server, &sampled(8)).await,
+        chat_text(server, &sampled(9)).await,
+    ];
+    assert!(
+        others.iter().any(|o| o != &a),
+        "other seeds sample other text: {a:?} {others:?}"
+    );
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_server::{ApiError, Config};
-use switchyard_tests::{chat_body, post_chat, test_config, TestServer};
+use switchyard_tests::{chat_body, open_stream, post_chat, test_config, TestServer};
 
 #[tokio::test]
 async fn ready_is_503_with_reason_when_the_model_cannot_load() {
@@ -44,14 +44,7 @@ async fn ready_is_503_with_reason_when_the_model_cannot_load() {
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_stream_finish() {
     let mut server = TestServer::start_ready(test_config());
-    let mut body = chat_body("Write a short poem about rivers.", 40);
-    body["stream"] = json!(true);
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = open_stream(&server, &chat_body("Write a short poem about rivers.", 40)).await;
     assert_eq!(response.status(), 200);
     let mut bytes = response.bytes_stream();
     let first = bytes.next().await.unwrap().unwrap();

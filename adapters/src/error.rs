@@ -12,6 +12,9 @@ pub enum EngineError {
     /// The request is well-formed JSON but the engine refused it (e.g. prompt too long).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The prompt does not fit in the model's context window.
+    #[error("{0}")]
+    ContextLengthExceeded(String),
     /// The engine failed while generating.
     #[error("generation failed: {0}")]
     Generation(String),

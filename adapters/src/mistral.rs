@@ -166,6 +166,16 @@ fn usage_of(usage: Option<&mistralrs::Usage>) -> Usage {
         .unwrap_or_default()
 }
 
+/// mistral.rs reports an over-long prompt only as text; give it its own error so clients get
+/// OpenAI's `context_length_exceeded`.
+fn validation_error(message: String) -> EngineError {
+    if message.contains("Prompt sequence length is greater than") {
+        EngineError::ContextLengthExceeded(message)
+    } else {
+        EngineError::InvalidRequest(message)
+    }
+}
+
 /// Drives one generation on a leased instance, forwarding events until the client goes away.
 async fn run_generation(
     lease: Lease,
@@ -188,7 +198,7 @@ async fn run_generation(
         let chunk = match response {
             Response::Chunk(chunk) => chunk,
             Response::ValidationError(err) => {
-                let _ = events.send(Err(EngineError::InvalidRequest(err.to_string())));
+                let _ = events.send(Err(validation_error(err.to_string())));
                 return;
             }
             Response::InternalError(err) => {

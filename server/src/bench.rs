@@ -3,7 +3,9 @@
 //!
 //! Every server gets the same streamed, greedy requests. Decode tokens/s of one request is
 //! (completion tokens − 1) / (time of last token − time of first token): the first token is
-//! TTFT's, so prompt processing is counted once, in TTFT.
+//! TTFT's, so prompt processing is counted once, in TTFT. Each request's system message starts
+//! with a different number, so no server can skip prompt processing by reusing the previous
+//! request's cache.
 
 use std::time::{Duration, Instant};
 
@@ -93,6 +95,8 @@ async fn model_of(client: &reqwest::Client, target: &Target) -> anyhow::Result<S
         .context("no model listed by /v1/models")
 }
 
+static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+
 async fn one_request(
     client: &reqwest::Client,
     target: &Target,
@@ -100,9 +104,15 @@ async fn one_request(
     prompt: &str,
     max_tokens: usize,
 ) -> anyhow::Result<Sample> {
+    // A system message that differs from the first token on: servers that reuse the previous
+    // request's KV cache for a shared prefix (llama.cpp does) must process the prompt anew.
+    let nonce = NONCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let body = json!({
         "model": model,
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [
+            {"role": "system", "content": format!("{nonce} You are a helpful assistant.")},
+            {"role": "user", "content": prompt},
+        ],
         "temperature": 0,
         "max_tokens": max_tokens,
         "stream": true,
@@ -241,14 +251,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "{:<14} {:>12} {:>16} {:>10}",
         "server", "TTFT p50 ms", "decode tok/s p50", "tokens"
     );
-    println!(
-        "{:<14} {:>12.1} {:>16.2} {:>10}",
-        subject.name, s_ttft, s_tps, s_tokens
-    );
-    println!(
-        "{:<14} {:>12.1} {:>16.2} {:>10}",
-        baseline.name, b_ttft, b_tps, b_tokens
-    );
+    for (target, ttft, tps, tokens) in [
+        (subject, s_ttft, s_tps, s_tokens),
+        (baseline, b_ttft, b_tps, b_tokens),
+    ] {
+        println!(
+            "{:<14} {:>12.1} {:>16.2} {:>10}",
+            target.name, ttft, tps, tokens
+        );
+    }
     println!(
         "ratio {}/{}: decode tok/s x{:.2} (higher is better), TTFT x{:.2} (lower is better)",
         subject.name,
@@ -264,14 +275,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &concurrency in &args.concurrency {
         let (s_rps, s_tok) = throughput(&client, subject, &args, concurrency).await?;
         let (b_rps, b_tok) = throughput(&client, baseline, &args, concurrency).await?;
-        println!(
-            "{:<14} {:>6} {:>10.3} {:>12.2}",
-            subject.name, concurrency, s_rps, s_tok
-        );
-        println!(
-            "{:<14} {:>6} {:>10.3} {:>12.2}",
-            baseline.name, concurrency, b_rps, b_tok
-        );
+        for (target, rps, tok) in [(subject, s_rps, s_tok), (baseline, b_rps, b_tok)] {
+            println!(
+                "{:<14} {:>6} {:>10.3} {:>12.2}",
+                target.name, concurrency, rps, tok
+            );
+        }
         println!("ratio at {concurrency}: tok/s x{:.2}", s_tok / b_tok);
     }
     Ok(())

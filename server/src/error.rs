@@ -25,6 +25,8 @@ pub enum ApiError {
     },
     #[error("max_tokens is {requested}, above this server's limit of {cap}")]
     MaxTokensExceeded { requested: u64, cap: usize },
+    #[error("{0}")]
+    ContextLengthExceeded(String),
     #[error("the model `{0}` does not exist")]
     ModelNotFound(String),
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -67,60 +69,23 @@ impl ApiError {
     }
 
     /// The error table: HTTP status, OpenAI `type`, and `code` of each error.
+    #[rustfmt::skip]
     pub fn spec(&self) -> (StatusCode, &'static str, &'static str) {
         use ApiError::*;
+        const INVALID: &str = "invalid_request_error";
         match self {
-            InvalidJson(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_json",
-            ),
-            InvalidRequest { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_value",
-            ),
-            MaxTokensExceeded { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "max_tokens_exceeded",
-            ),
-            ModelNotFound(_) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            PayloadTooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "payload_too_large",
-            ),
-            NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
-            MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "invalid_request_error",
-                "method_not_allowed",
-            ),
-            Overloaded { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "server_overloaded",
-            ),
-            NotReady => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "model_not_ready",
-            ),
-            ModelUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "model_unavailable",
-            ),
-            Engine(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "engine_error",
-            ),
+            InvalidJson(_)            => (StatusCode::BAD_REQUEST, INVALID, "invalid_json"),
+            InvalidRequest { .. }     => (StatusCode::BAD_REQUEST, INVALID, "invalid_value"),
+            MaxTokensExceeded { .. }  => (StatusCode::BAD_REQUEST, INVALID, "max_tokens_exceeded"),
+            ContextLengthExceeded(_)  => (StatusCode::BAD_REQUEST, INVALID, "context_length_exceeded"),
+            ModelNotFound(_)          => (StatusCode::NOT_FOUND, INVALID, "model_not_found"),
+            NotFound(_)               => (StatusCode::NOT_FOUND, INVALID, "not_found"),
+            MethodNotAllowed          => (StatusCode::METHOD_NOT_ALLOWED, INVALID, "method_not_allowed"),
+            PayloadTooLarge { .. }    => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "payload_too_large"),
+            Overloaded { .. }         => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "server_overloaded"),
+            NotReady                  => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_not_ready"),
+            ModelUnavailable(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_unavailable"),
+            Engine(_)                 => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error"),
         }
     }
 
@@ -134,6 +99,7 @@ impl ApiError {
         let param = match self {
             ApiError::InvalidRequest { param, .. } => *param,
             ApiError::MaxTokensExceeded { .. } => Some("max_tokens"),
+            ApiError::ContextLengthExceeded(_) => Some("messages"),
             ApiError::ModelNotFound(_) => Some("model"),
             _ => None,
         };
@@ -155,6 +121,7 @@ impl From<EngineError> for ApiError {
                 message,
                 param: None,
             },
+            EngineError::ContextLengthExceeded(message) => ApiError::ContextLengthExceeded(message),
             EngineError::Unavailable(message) | EngineError::Load(message) => {
                 ApiError::ModelUnavailable(message)
             }
@@ -165,8 +132,14 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status().is_server_error() {
-            tracing::error!(error = %self, "request failed");
+        match self {
+            // Expected while loading; readiness probes would flood the log.
+            ApiError::NotReady => {}
+            ApiError::ModelUnavailable(_) => tracing::warn!(error = %self, "request refused"),
+            _ if self.status().is_server_error() => {
+                tracing::error!(error = %self, "request failed")
+            }
+            _ => {}
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let ApiError::Overloaded {

@@ -26,9 +26,16 @@ pub async fn completions(
     let backend = state.backend()?;
     let slot = state.admit()?;
     let meta = CompletionMeta::new(&request.model);
-    let events = backend.generate(generation).await?;
+    let mut events = backend.generate(generation).await?;
 
     if request.stream {
+        // Wait for the first event before answering 200, so that a request the engine refuses
+        // (e.g. a prompt longer than the context) gets its real status, not an SSE error.
+        let first = match events.next().await {
+            Some(Err(err)) => return Err(err.into()),
+            first => first,
+        };
+        let events: EventStream = Box::pin(futures::stream::iter(first).chain(events));
         let include_usage = request
             .stream_options
             .as_ref()
