@@ -6,6 +6,7 @@
 //! (serialization, adapters, instances) without touching HTTP code.
 
 mod backend;
+mod counter;
 mod error;
 mod mistral;
 mod seeded;

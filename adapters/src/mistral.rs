@@ -17,6 +17,7 @@ use mistralrs::{
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use crate::counter::TokenCounter;
 use crate::seeded::SeededSampler;
 use crate::stop::StopFilter;
 use crate::{
@@ -127,8 +128,8 @@ fn split_model_path(path: &Path) -> Result<(String, String)> {
     ))
 }
 
-fn build_request(request: &GenerationRequest) -> RequestBuilder {
-    let mut builder = RequestBuilder::new();
+fn build_request(request: &GenerationRequest, counter: &TokenCounter) -> RequestBuilder {
+    let mut builder = RequestBuilder::new().add_logits_processor(Arc::new(counter.clone()));
     for message in &request.messages {
         let role = match message.role {
             Role::System => TextMessageRole::System,
@@ -180,6 +181,8 @@ fn validation_error(message: String) -> EngineError {
 async fn run_generation(
     lease: Lease,
     builder: RequestBuilder,
+    counter: TokenCounter,
+    max_tokens: usize,
     stops: Vec<String>,
     events: mpsc::UnboundedSender<Result<GenerationEvent>>,
 ) {
@@ -246,9 +249,32 @@ async fn run_generation(
             return;
         }
     }
-    let _ = events.send(Err(EngineError::Generation(
-        "the engine closed the stream before finishing".into(),
-    )));
+    // The engine ended the sequence without its final chunk (see `counter.rs`): finish from
+    // our own counts. Only `max_tokens` or an end-of-sequence token can end it here.
+    if counter.completion_tokens() == 0 {
+        let _ = events.send(Err(EngineError::Generation(
+            "the engine closed the stream before generating".into(),
+        )));
+        return;
+    }
+    let rest = filter.finish();
+    if !rest.is_empty() && events.send(Ok(GenerationEvent::Delta(rest))).is_err() {
+        return;
+    }
+    let finish_reason = if filter.stopped() {
+        FinishReason::Stop
+    } else if counter.completion_tokens() >= max_tokens {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    };
+    let _ = events.send(Ok(GenerationEvent::Done {
+        finish_reason,
+        usage: Usage {
+            prompt_tokens: counter.prompt_tokens(),
+            completion_tokens: counter.completion_tokens(),
+        },
+    }));
 }
 
 #[async_trait::async_trait]
@@ -259,9 +285,17 @@ impl Backend for MistralRsBackend {
 
     async fn generate(&self, request: GenerationRequest) -> Result<EventStream> {
         let lease = self.pool.lease().await?;
-        let builder = build_request(&request);
+        let counter = TokenCounter::default();
+        let builder = build_request(&request, &counter);
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_generation(lease, builder, request.sampling.stop, tx));
+        tokio::spawn(run_generation(
+            lease,
+            builder,
+            counter,
+            request.sampling.max_tokens,
+            request.sampling.stop,
+            tx,
+        ));
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 }
