@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain: the models, a Python venv with the
-# official `openai` client, and the system tools the offline test uses (unshare, ip).
+# official `openai` client, the git-docs sample corpus, and the system tools the offline test
+# uses (unshare, ip).
 # Idempotent: a second run only verifies.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -9,6 +10,7 @@ cd "$ROOT"
 need_apt=()
 command -v unshare >/dev/null || need_apt+=(util-linux)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -18,6 +20,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 python3 scripts/fetch_models.py
+scripts/fetch_corpus.sh >/dev/null
 
 OPENAI_VERSION=3.54.0
 if ! .venv/bin/python -c "import openai, sys; sys.exit(openai.__version__ != '$OPENAI_VERSION')" 2>/dev/null; then

@@ -5,6 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 scripts/setup-test-env.sh
+SWITCHYARD_CORPUS_DIR="$(scripts/fetch_corpus.sh)"
+export SWITCHYARD_CORPUS_DIR
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 log="$(mktemp)"

@@ -1,0 +1,16 @@
+//! Errors of the retrieval layer.
+
+/// Result alias for the retrieval layer.
+pub type Result<T> = std::result::Result<T, RetrievalError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetrievalError {
+    #[error("BM25 index: {0}")]
+    Bm25(#[from] tantivy::TantivyError),
+    #[error("BM25 index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]
+    IncompatibleIndex { path: String, reason: String },
+}

@@ -1,0 +1,145 @@
+//! Chunking and BM25 on the real sample corpus: git's documentation (Debian's `git-doc`),
+//! from `../shared/corpus/git-docs` or `scripts/fetch_corpus.sh`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use switchyard_retrieval::{
+    approx_tokens, chunk_document, Bm25Index, Chunk, ChunkerConfig, DocFormat,
+};
+
+fn corpus_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let candidates = [
+        std::env::var_os("SWITCHYARD_CORPUS_DIR").map(PathBuf::from),
+        Some(root.join("../shared/corpus/git-docs")),
+        Some(root.join("data/corpus/git-docs")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("git-add.txt").is_file())
+        .expect("git-docs corpus missing: run scripts/fetch_corpus.sh (the test command does)")
+}
+
+/// Every `.txt` file as (doc id = path relative to the corpus, text).
+fn documents() -> Vec<(String, String)> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, base, out);
+            } else if path.extension().is_some_and(|e| e == "txt") {
+                let id = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((id, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    let dir = corpus_dir();
+    let mut docs = Vec::new();
+    walk(&dir, &dir, &mut docs);
+    docs.sort();
+    docs
+}
+
+fn chunk_all(docs: &[(String, String)]) -> Vec<(String, Vec<Chunk>)> {
+    docs.iter()
+        .map(|(id, text)| {
+            let format = DocFormat::detect(id, text).expect("txt is a known format");
+            (
+                id.clone(),
+                chunk_document(id, text, format, ChunkerConfig::default(), &approx_tokens),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_chunk_slices_its_source_exactly_and_fits_the_budget() {
+    let docs = documents();
+    assert_eq!(docs.len(), 292, "the git-doc package has 292 .txt files");
+    let chunked = chunk_all(&docs);
+    let mut ids = HashSet::new();
+    let mut total = 0;
+    for ((_, text), (_, chunks)) in docs.iter().zip(&chunked) {
+        let chars: Vec<char> = text.chars().collect();
+        for chunk in chunks {
+            let slice: String = chars[chunk.start..chunk.end].iter().collect();
+            assert_eq!(slice, chunk.text, "{}", chunk.chunk_id);
+            assert!(!chunk.text.trim().is_empty(), "{}", chunk.chunk_id);
+            let words = chunk.text.split_whitespace().count();
+            assert!(
+                approx_tokens(&chunk.text) <= ChunkerConfig::default().max_tokens || words == 1,
+                "{} is over budget ({} tokens): {:?}",
+                chunk.chunk_id,
+                approx_tokens(&chunk.text),
+                chunk.text
+            );
+            assert!(
+                ids.insert(chunk.chunk_id.clone()),
+                "duplicate id {}",
+                chunk.chunk_id
+            );
+        }
+        total += chunks.len();
+    }
+    assert!(
+        total > 2000,
+        "git's docs make thousands of chunks, got {total}"
+    );
+    // Sections are found: git-add.txt has NAME, SYNOPSIS, DESCRIPTION, OPTIONS...
+    let add = &chunked
+        .iter()
+        .find(|(id, _)| id == "git-add.txt")
+        .unwrap()
+        .1;
+    let sections: HashSet<_> = add.iter().filter_map(|c| c.section.as_deref()).collect();
+    for s in ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS"] {
+        assert!(sections.contains(s), "{s} missing from {sections:?}");
+    }
+}
+
+#[test]
+fn bm25_finds_the_right_manual_pages() {
+    let docs = documents();
+    let chunked = chunk_all(&docs);
+    let dir = tempfile::tempdir().unwrap();
+    let index = Bm25Index::open(dir.path()).unwrap();
+    for (id, chunks) in &chunked {
+        let title = id.trim_end_matches(".txt");
+        index
+            .replace_document("default", id, title, chunks)
+            .unwrap();
+    }
+    let total: usize = chunked.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(index.num_chunks(), total as u64);
+    for (query, expected) in [
+        ("stash away my uncommitted changes", "git-stash.txt"),
+        (
+            "cherry pick a commit from another branch",
+            "git-cherry-pick.txt",
+        ),
+        (
+            "binary search for the commit that introduced a bug",
+            "git-bisect.txt",
+        ),
+        (
+            "remove untracked files from the working tree",
+            "git-clean.txt",
+        ),
+    ] {
+        let hits = index.search("default", query, 5).unwrap();
+        let docs: Vec<&str> = hits
+            .iter()
+            .map(|h| h.id.split('#').next().unwrap())
+            .collect();
+        assert!(docs.contains(&expected), "{query:?}: {docs:?}");
+    }
+}
