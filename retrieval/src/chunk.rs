@@ -236,7 +236,7 @@ fn atx_heading(line: &str, format: DocFormat) -> Option<&str> {
     };
     let rest = line.trim_start_matches(marker);
     let level = line.len() - rest.len();
-    (level >= 1 && level <= 6 && rest.starts_with(' ') && !rest.trim().is_empty())
+    ((1..=6).contains(&level) && rest.starts_with(' ') && !rest.trim().is_empty())
         .then(|| rest.trim())
 }
 
