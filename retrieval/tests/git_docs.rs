@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use switchyard_retrieval::{
-    approx_tokens, chunk_document, Bm25Index, Chunk, ChunkerConfig, DocFormat,
+    approx_tokens, chunk_document, fuse, Bm25Index, Chunk, ChunkerConfig, DenseIndex, DocFormat,
+    Embedder, EmbedderConfig, FusionMethod,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -141,5 +142,72 @@ fn bm25_finds_the_right_manual_pages() {
             .map(|h| h.id.split('#').next().unwrap())
             .collect();
         assert!(docs.contains(&expected), "{query:?}: {docs:?}");
+    }
+}
+
+/// Dense retrieval finds what BM25 cannot match by words, and RRF keeps both kinds of hit.
+#[test]
+fn dense_and_fused_retrieval_over_a_slice_of_the_corpus() {
+    let wanted = [
+        "git-stash.txt",
+        "git-bisect.txt",
+        "git-clean.txt",
+        "git-cherry-pick.txt",
+        "git-revert.txt",
+        "git-blame.txt",
+        "git-tag.txt",
+        "git-worktree.txt",
+    ];
+    let docs: Vec<_> = documents()
+        .into_iter()
+        .filter(|(id, _)| wanted.contains(&id.as_str()))
+        .collect();
+    assert_eq!(docs.len(), wanted.len());
+    let chunked = chunk_all(&docs);
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let embedder =
+        Embedder::load(&EmbedderConfig::from_models_dir(&models)).expect("scripts/fetch_models.py");
+    let dir = tempfile::tempdir().unwrap();
+    let dense = DenseIndex::open(&dir.path().join("dense")).unwrap();
+    let bm25 = Bm25Index::open(&dir.path().join("bm25")).unwrap();
+    for (id, chunks) in &chunked {
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        let vectors = embedder.embed(&texts).unwrap();
+        dense
+            .replace_document("default", id, chunks, &vectors)
+            .unwrap();
+        bm25.replace_document("default", id, id.trim_end_matches(".txt"), chunks)
+            .unwrap();
+    }
+    let total: usize = chunked.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(dense.num_chunks().unwrap(), total);
+
+    let doc_of = |id: &str| id.split('#').next().unwrap().to_string();
+    // Phrased without the manual's words ("stash", "bisect").
+    for (query, expected) in [
+        (
+            "put my half-done edits aside so I can switch tasks",
+            "git-stash.txt",
+        ),
+        (
+            "find which change broke the build by halving the history",
+            "git-bisect.txt",
+        ),
+        ("who last modified each line of a file", "git-blame.txt"),
+    ] {
+        let vector = embedder.embed(&[query]).unwrap().remove(0);
+        let dense_hits = dense.search("default", &vector, 10).unwrap();
+        let bm25_hits = bm25.search("default", query, 10).unwrap();
+        let dense_docs: Vec<_> = dense_hits.iter().map(|h| doc_of(&h.id)).collect();
+        assert!(
+            dense_docs[..5].contains(&expected.to_string()),
+            "{query:?} dense: {dense_docs:?}"
+        );
+        let fused = fuse(&[bm25_hits, dense_hits], &FusionMethod::default(), 5);
+        let fused_docs: Vec<_> = fused.iter().map(|h| doc_of(&h.id)).collect();
+        assert!(
+            fused_docs.contains(&expected.to_string()),
+            "{query:?} fused: {fused_docs:?}"
+        );
     }
 }
