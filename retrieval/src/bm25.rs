@@ -166,17 +166,7 @@ impl Bm25Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::{approx_tokens, chunk_document, ChunkerConfig, DocFormat};
-
-    fn chunks_of(doc_id: &str, text: &str) -> Vec<Chunk> {
-        chunk_document(
-            doc_id,
-            text,
-            DocFormat::Text,
-            ChunkerConfig::default(),
-            &approx_tokens,
-        )
-    }
+    use crate::chunk::tests::plain_chunks as chunks_of;
 
     const STASH: &str = "Use git stash when you want to record the current state of the working directory and the index, but want to go back to a clean working directory.";
     const REBASE: &str = "Reapply commits on top of another base tip. Rebasing rewrites history.";

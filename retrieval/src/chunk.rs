@@ -358,8 +358,19 @@ fn skip_space(text: &str, mut at: usize, end: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Plain-text chunks with default sizes, for other modules' tests.
+    pub(crate) fn plain_chunks(doc_id: &str, text: &str) -> Vec<Chunk> {
+        chunk_document(
+            doc_id,
+            text,
+            DocFormat::Text,
+            ChunkerConfig::default(),
+            &approx_tokens,
+        )
+    }
 
     fn chunks(text: &str, format: DocFormat, max: usize, overlap: usize) -> Vec<Chunk> {
         chunk_document(

@@ -175,18 +175,8 @@ impl DenseIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::{approx_tokens, chunk_document, ChunkerConfig, DocFormat};
+    use crate::chunk::tests::plain_chunks as chunks_of;
     use crate::embed::tests::embedder;
-
-    fn chunks_of(doc_id: &str, text: &str) -> Vec<Chunk> {
-        chunk_document(
-            doc_id,
-            text,
-            DocFormat::Text,
-            ChunkerConfig::default(),
-            &approx_tokens,
-        )
-    }
 
     #[test]
     fn nearest_chunks_by_tenant_replace_delete_and_reopen() {
