@@ -224,28 +224,23 @@ async fn run_generation(
             }
         }
         if let Some(reason) = &choice.finish_reason {
-            let finish_reason = if filter.stopped() {
-                FinishReason::Stop
-            } else {
-                let rest = filter.finish();
-                if !rest.is_empty() && events.send(Ok(GenerationEvent::Delta(rest))).is_err() {
+            let engine_reason = match reason.as_str() {
+                "stop" => FinishReason::Stop,
+                "length" => FinishReason::Length,
+                _ if filter.stopped() => FinishReason::Stop,
+                other => {
+                    let _ = events.send(Err(EngineError::Generation(format!(
+                        "generation ended with `{other}`"
+                    ))));
                     return;
                 }
-                match reason.as_str() {
-                    "stop" => FinishReason::Stop,
-                    "length" => FinishReason::Length,
-                    other => {
-                        let _ = events.send(Err(EngineError::Generation(format!(
-                            "generation ended with `{other}`"
-                        ))));
-                        return;
-                    }
-                }
             };
-            let _ = events.send(Ok(GenerationEvent::Done {
-                finish_reason,
-                usage: usage_of(chunk.usage.as_ref()),
-            }));
+            send_done(
+                &mut filter,
+                &events,
+                engine_reason,
+                usage_of(chunk.usage.as_ref()),
+            );
             return;
         }
     }
@@ -257,23 +252,38 @@ async fn run_generation(
         )));
         return;
     }
+    let engine_reason = if counter.completion_tokens() >= max_tokens {
+        FinishReason::Length
+    } else {
+        FinishReason::Stop
+    };
+    let usage = Usage {
+        prompt_tokens: counter.prompt_tokens(),
+        completion_tokens: counter.completion_tokens(),
+    };
+    send_done(&mut filter, &events, engine_reason, usage);
+}
+
+/// Releases the text the stop filter still holds and ends the stream; a stop string the
+/// filter found overrides the engine's reason.
+fn send_done(
+    filter: &mut StopFilter,
+    events: &mpsc::UnboundedSender<Result<GenerationEvent>>,
+    engine_reason: FinishReason,
+    usage: Usage,
+) {
     let rest = filter.finish();
     if !rest.is_empty() && events.send(Ok(GenerationEvent::Delta(rest))).is_err() {
         return;
     }
     let finish_reason = if filter.stopped() {
         FinishReason::Stop
-    } else if counter.completion_tokens() >= max_tokens {
-        FinishReason::Length
     } else {
-        FinishReason::Stop
+        engine_reason
     };
     let _ = events.send(Ok(GenerationEvent::Done {
         finish_reason,
-        usage: Usage {
-            prompt_tokens: counter.prompt_tokens(),
-            completion_tokens: counter.completion_tokens(),
-        },
+        usage,
     }));
 }
 

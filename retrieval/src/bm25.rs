@@ -97,34 +97,40 @@ impl Bm25Index {
         title: &str,
         chunks: &[Chunk],
     ) -> Result<()> {
+        let docs = chunks
+            .iter()
+            .map(|chunk| {
+                let mut doc = TantivyDocument::default();
+                doc.add_text(self.fields.chunk_id, &chunk.chunk_id);
+                doc.add_text(self.fields.doc_id, doc_id);
+                doc.add_text(self.fields.tenant, tenant);
+                let heading = match &chunk.section {
+                    Some(section) if section != title => format!("{title} — {section}"),
+                    _ => title.to_string(),
+                };
+                doc.add_text(self.fields.title, heading);
+                doc.add_text(self.fields.body, &chunk.text);
+                doc
+            })
+            .collect();
+        self.rewrite(doc_id, docs)
+    }
+
+    /// Removes every chunk of `doc_id`, in one durable commit.
+    pub fn delete_document(&self, doc_id: &str) -> Result<()> {
+        self.rewrite(doc_id, Vec::new())
+    }
+
+    /// Deletes `doc_id`'s chunks and adds `docs` in one commit; a failed add changes nothing.
+    fn rewrite(&self, doc_id: &str, docs: Vec<TantivyDocument>) -> Result<()> {
         let mut writer = self.writer.lock().expect("bm25 writer lock");
         writer.delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
-        for chunk in chunks {
-            let mut doc = TantivyDocument::default();
-            doc.add_text(self.fields.chunk_id, &chunk.chunk_id);
-            doc.add_text(self.fields.doc_id, doc_id);
-            doc.add_text(self.fields.tenant, tenant);
-            let heading = match &chunk.section {
-                Some(section) if section != title => format!("{title} — {section}"),
-                _ => title.to_string(),
-            };
-            doc.add_text(self.fields.title, heading);
-            doc.add_text(self.fields.body, &chunk.text);
+        for doc in docs {
             if let Err(err) = writer.add_document(doc) {
                 writer.rollback()?;
                 return Err(err.into());
             }
         }
-        writer.commit()?;
-        drop(writer);
-        self.reader.reload()?;
-        Ok(())
-    }
-
-    /// Removes every chunk of `doc_id`, in one durable commit.
-    pub fn delete_document(&self, doc_id: &str) -> Result<()> {
-        let mut writer = self.writer.lock().expect("bm25 writer lock");
-        writer.delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
         writer.commit()?;
         drop(writer);
         self.reader.reload()?;

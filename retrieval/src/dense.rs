@@ -122,14 +122,8 @@ impl DenseIndex {
 
     /// Removes every chunk of `doc_id`, then flushes.
     pub fn delete_document(&self, doc_id: &str) -> Result<()> {
-        let _guard = self.writes.lock().expect("dense write lock");
-        self.shard
-            .update(UpdateOperation::PointOperation(
-                PointOperations::DeletePointsByFilter(field_equals("doc_id", doc_id)),
-            ))
-            .map_err(dense_error)?;
-        self.shard.flush();
-        Ok(())
+        // Replacing with no chunks is a delete; the tenant goes only into new points' payload.
+        self.replace_document("", doc_id, &[], &[])
     }
 
     /// Chunks stored (all tenants).
