@@ -16,6 +16,7 @@ use tantivy::schema::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
+use crate::catalog::doc_key;
 use crate::chunk::Chunk;
 use crate::error::{Result, RetrievalError};
 use crate::fusion::Scored;
@@ -27,6 +28,8 @@ const WRITER_HEAP_BYTES: usize = 50_000_000;
 struct Fields {
     chunk_id: Field,
     doc_id: Field,
+    /// `tenant` NUL `doc_id`: what a document's replace and delete select.
+    doc_key: Field,
     tenant: Field,
     title: Field,
     body: Field,
@@ -44,6 +47,7 @@ fn schema() -> (Schema, Fields) {
     let fields = Fields {
         chunk_id: builder.add_text_field("chunk_id", STRING | STORED),
         doc_id: builder.add_text_field("doc_id", STRING | STORED),
+        doc_key: builder.add_text_field("doc_key", STRING),
         tenant: builder.add_text_field("tenant", STRING | STORED),
         title: builder.add_text_field("title", text.clone()),
         body: builder.add_text_field("body", text),
@@ -76,7 +80,12 @@ impl Bm25Index {
                     other => other.into(),
                 }
             })?;
-        let writer = index.writer(WRITER_HEAP_BYTES)?;
+        let writer = index.writer(WRITER_HEAP_BYTES).map_err(|err| match err {
+            tantivy::TantivyError::LockFailure(..) => RetrievalError::IndexLocked {
+                path: dir.display().to_string(),
+            },
+            other => other.into(),
+        })?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -103,6 +112,7 @@ impl Bm25Index {
                 let mut doc = TantivyDocument::default();
                 doc.add_text(self.fields.chunk_id, &chunk.chunk_id);
                 doc.add_text(self.fields.doc_id, doc_id);
+                doc.add_text(self.fields.doc_key, doc_key(tenant, doc_id));
                 doc.add_text(self.fields.tenant, tenant);
                 let heading = match &chunk.section {
                     Some(section) if section != title => format!("{title} — {section}"),
@@ -113,18 +123,22 @@ impl Bm25Index {
                 doc
             })
             .collect();
-        self.rewrite(doc_id, docs)
+        self.rewrite(tenant, doc_id, docs)
     }
 
-    /// Removes every chunk of `doc_id`, in one durable commit.
-    pub fn delete_document(&self, doc_id: &str) -> Result<()> {
-        self.rewrite(doc_id, Vec::new())
+    /// Removes every chunk of (`tenant`, `doc_id`), in one durable commit.
+    pub fn delete_document(&self, tenant: &str, doc_id: &str) -> Result<()> {
+        self.rewrite(tenant, doc_id, Vec::new())
     }
 
-    /// Deletes `doc_id`'s chunks and adds `docs` in one commit; a failed add changes nothing.
-    fn rewrite(&self, doc_id: &str, docs: Vec<TantivyDocument>) -> Result<()> {
+    /// Deletes the document's chunks and adds `docs` in one commit; a failed add changes
+    /// nothing.
+    fn rewrite(&self, tenant: &str, doc_id: &str, docs: Vec<TantivyDocument>) -> Result<()> {
         let mut writer = self.writer.lock().expect("bm25 writer lock");
-        writer.delete_term(Term::from_field_text(self.fields.doc_id, doc_id));
+        writer.delete_term(Term::from_field_text(
+            self.fields.doc_key,
+            &doc_key(tenant, doc_id),
+        ));
         for doc in docs {
             if let Err(err) = writer.add_document(doc) {
                 writer.rollback()?;
@@ -230,7 +244,7 @@ mod tests {
         // Reopened from disk: the committed state is there.
         let index = Bm25Index::open(dir.path()).unwrap();
         assert_eq!(index.num_chunks(), 2);
-        index.delete_document("git-rebase.txt").unwrap();
+        index.delete_document("t", "git-rebase.txt").unwrap();
         assert!(index.search("t", "rebasing", 5).unwrap().is_empty());
         assert_eq!(index.num_chunks(), 1);
     }
@@ -249,6 +263,21 @@ mod tests {
         assert_eq!(acme.len(), 1);
         assert_eq!(acme[0].id, "a.txt#0");
         assert!(index.search("initech", "stash", 10).unwrap().is_empty());
+        // The same document id in two tenants: deleting one leaves the other.
+        index
+            .replace_document("globex", "a.txt", "a", &chunks_of("a.txt", STASH))
+            .unwrap();
+        index.delete_document("acme", "a.txt").unwrap();
+        assert!(index.search("acme", "stash", 10).unwrap().is_empty());
+        assert_eq!(index.search("globex", "stash", 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_second_writer_on_the_same_folder_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Bm25Index::open(dir.path()).unwrap();
+        let err = Bm25Index::open(dir.path()).err().expect("locked");
+        assert!(matches!(err, RetrievalError::IndexLocked { .. }), "{err}");
     }
 
     #[test]

@@ -98,6 +98,44 @@ pub fn approx_tokens(text: &str) -> usize {
     (words * 4).div_ceil(3)
 }
 
+/// A document's display title: the man-page `NAME` line when there is one (git's manual
+/// pages: `git-stash - Stash the changes…`), else the first heading, else the file name
+/// without folder and extension.
+pub fn document_title(doc_id: &str, text: &str, format: DocFormat) -> String {
+    let fallback = || {
+        let name = doc_id.rsplit('/').next().unwrap_or(doc_id);
+        name.rsplit_once('.')
+            .map_or(name, |(stem, _)| stem)
+            .to_string()
+    };
+    if format == DocFormat::Text {
+        return fallback();
+    }
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .take(200)
+        .map(|l| (0, l.trim_end_matches('\r')))
+        .collect();
+    let roles = classify(&lines, format);
+    let mut first_heading = None;
+    let mut in_name = false;
+    for (i, role) in roles.iter().enumerate() {
+        let line = lines[i].1;
+        match role {
+            Line::Heading => {
+                let title = atx_heading(line, format).unwrap_or(line.trim());
+                in_name = title.eq_ignore_ascii_case("NAME");
+                if first_heading.is_none() {
+                    first_heading = Some(title.to_string());
+                }
+            }
+            Line::Text if in_name => return line.trim().to_string(),
+            _ => {}
+        }
+    }
+    first_heading.unwrap_or_else(fallback)
+}
+
 /// Splits `text` into chunks.
 pub fn chunk_document(
     doc_id: &str,
@@ -370,6 +408,27 @@ pub(crate) mod tests {
             ChunkerConfig::default(),
             &approx_tokens,
         )
+    }
+
+    #[test]
+    fn titles_come_from_name_line_heading_or_file_name() {
+        let man = "git-stash(1)\n============\n\nNAME\n----\ngit-stash - Stash the changes away\n";
+        assert_eq!(
+            document_title("git-stash.txt", man, DocFormat::AsciiDoc),
+            "git-stash - Stash the changes away"
+        );
+        assert_eq!(
+            document_title(
+                "a/guide.md",
+                "intro\n\n# The Guide\n\ntext",
+                DocFormat::Markdown
+            ),
+            "The Guide"
+        );
+        assert_eq!(
+            document_title("notes/todo.txt", "just text", DocFormat::Text),
+            "todo"
+        );
     }
 
     fn chunks(text: &str, format: DocFormat, max: usize, overlap: usize) -> Vec<Chunk> {

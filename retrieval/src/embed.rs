@@ -49,6 +49,9 @@ impl EmbedderConfig {
     }
 }
 
+/// The embedding model's id, as `/v1/embeddings` and `/v1/models` name it.
+pub const EMBEDDING_MODEL_ID: &str = "all-minilm-l6-v2";
+
 /// A loaded embedding model; safe to share between threads.
 pub struct Embedder {
     model: Mutex<TextEmbedding>,
@@ -93,6 +96,17 @@ impl Embedder {
             model: Mutex::new(model),
             batch_size: config.batch_size.max(1),
         })
+    }
+
+    /// Tokens of `text` for the embedding model (capped at its maximum length), used as the
+    /// chunker's budget so chunks are never truncated when embedded.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        let model = self.model.lock().expect("embedder lock");
+        match model.tokenizer.encode(text, false) {
+            Ok(encoding) => encoding.len(),
+            // The tokenizer does not fail on text; fall back to the estimate if it ever does.
+            Err(_) => crate::chunk::approx_tokens(text),
+        }
     }
 
     /// Embeds texts in batches; one unit-length vector per text, in order.

@@ -15,6 +15,16 @@ pub enum RetrievalError {
     Dense(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("index at {path} is in use by another process (a running server?)")]
+    IndexLocked { path: String },
+    #[error("invalid document: {0}")]
+    InvalidDocument(String),
+    #[error("document {doc_id} not found")]
+    DocumentNotFound { doc_id: String },
+    #[error("invalid query set: {0}")]
+    InvalidQuerySet(String),
+    #[error("no retriever answered: {0}")]
+    Unavailable(String),
     #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]
     IncompatibleIndex { path: String, reason: String },
 }

@@ -1,20 +1,33 @@
-//! Switchyard's hybrid retrieval: chunking, BM25 (tantivy), and rank fusion.
+//! Switchyard's hybrid retrieval: documents in, cited chunks out.
 //!
-//! Data flows `chunk` (documents → chunks with exact source offsets) → `embed` (fastembed,
-//! all-MiniLM-L6-v2) → `dense` (qdrant-edge) and `bm25` (tantivy), both persistent and
-//! tenant-filtered → `fusion` (RRF, weighted RRF, DBSF). Ingestion, the Qdrant server backend
-//! and citations land with the rest of issue 3.
+//! Data flows `ingest` (validation, content hash) → `chunk` (documents → chunks with exact
+//! source offsets) → `embed` (fastembed, all-MiniLM-L6-v2) → `vectors` (Qdrant: in-process
+//! `dense`, or a server through `qdrant_server`) and `bm25` (tantivy), with `catalog` keeping
+//! both consistent and `store` tying them to one folder → `hybrid` (both retrievers under
+//! deadlines) → `fusion` (RRF, weighted RRF, DBSF). `eval` scores the retrievers on a graded
+//! query set.
 
 pub mod bm25;
+pub mod catalog;
 pub mod chunk;
 pub mod dense;
 pub mod embed;
 mod error;
+pub mod eval;
 pub mod fusion;
+pub mod hybrid;
+pub mod ingest;
+pub mod qdrant_server;
+pub mod store;
+pub mod vectors;
 
 pub use bm25::Bm25Index;
-pub use chunk::{approx_tokens, chunk_document, Chunk, ChunkerConfig, DocFormat};
+pub use chunk::{approx_tokens, chunk_document, document_title, Chunk, ChunkerConfig, DocFormat};
 pub use dense::DenseIndex;
-pub use embed::{Embedder, EmbedderConfig, EMBEDDING_DIMS};
+pub use embed::{Embedder, EmbedderConfig, EMBEDDING_DIMS, EMBEDDING_MODEL_ID};
 pub use error::{Result, RetrievalError};
 pub use fusion::{fuse, FusionMethod, Scored};
+pub use hybrid::{Degradation, DegradedCause, Hit, HybridRetriever, SearchConfig, SearchResult};
+pub use ingest::{DocumentInfo, IngestReport, IngestStatus, Ingestor, NewDocument};
+pub use store::{ChunkRecord, IndexConfig, IndexStats, IndexStore};
+pub use vectors::{VectorBackend, VectorStore};

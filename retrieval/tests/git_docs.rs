@@ -4,9 +4,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use switchyard_retrieval::{
-    approx_tokens, chunk_document, fuse, Bm25Index, Chunk, ChunkerConfig, DenseIndex, DocFormat,
-    Embedder, EmbedderConfig, FusionMethod,
+    approx_tokens, chunk_document, Bm25Index, Chunk, ChunkerConfig, DocFormat, Embedder,
+    EmbedderConfig, HybridRetriever, IndexConfig, IndexStore, Ingestor, NewDocument, SearchConfig,
+    VectorBackend,
 };
 
 fn corpus_dir() -> PathBuf {
@@ -146,8 +149,8 @@ fn bm25_finds_the_right_manual_pages() {
 }
 
 /// Dense retrieval finds what BM25 cannot match by words, and RRF keeps both kinds of hit.
-#[test]
-fn dense_and_fused_retrieval_over_a_slice_of_the_corpus() {
+#[tokio::test]
+async fn hybrid_retrieval_over_a_slice_of_the_corpus_cites_exact_text() {
     let wanted = [
         "git-stash.txt",
         "git-bisect.txt",
@@ -163,26 +166,41 @@ fn dense_and_fused_retrieval_over_a_slice_of_the_corpus() {
         .filter(|(id, _)| wanted.contains(&id.as_str()))
         .collect();
     assert_eq!(docs.len(), wanted.len());
-    let chunked = chunk_all(&docs);
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let embedder =
-        Embedder::load(&EmbedderConfig::from_models_dir(&models)).expect("scripts/fetch_models.py");
+    let embedder = Arc::new(
+        Embedder::load(&EmbedderConfig::from_models_dir(&models)).expect("scripts/fetch_models.py"),
+    );
     let dir = tempfile::tempdir().unwrap();
-    let dense = DenseIndex::open(&dir.path().join("dense")).unwrap();
-    let bm25 = Bm25Index::open(&dir.path().join("bm25")).unwrap();
-    for (id, chunks) in &chunked {
-        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-        let vectors = embedder.embed(&texts).unwrap();
-        dense
-            .replace_document("default", id, chunks, &vectors)
+    let config = IndexConfig {
+        dir: dir.path().to_path_buf(),
+        vectors: VectorBackend::Embedded,
+        chunker: ChunkerConfig::default(),
+    };
+    let store = Arc::new(IndexStore::open(&config, embedder).await.unwrap());
+    let ingestor = Ingestor::new(store.clone());
+    for (id, text) in &docs {
+        let report = ingestor
+            .upsert(NewDocument {
+                tenant: "default".into(),
+                doc_id: id.clone(),
+                text: text.clone(),
+                title: None,
+                format: None,
+            })
+            .await
             .unwrap();
-        bm25.replace_document("default", id, id.trim_end_matches(".txt"), chunks)
-            .unwrap();
+        assert!(report.chunks > 0);
     }
-    let total: usize = chunked.iter().map(|(_, c)| c.len()).sum();
-    assert_eq!(dense.num_chunks().unwrap(), total);
+    let listed = ingestor.list(None);
+    assert_eq!(listed.len(), wanted.len());
+    let stash = listed.iter().find(|d| d.id == "git-stash.txt").unwrap();
+    assert!(stash.title.starts_with("git-stash - "), "{}", stash.title);
+    assert_eq!(
+        store.vectors_num_chunks().await.unwrap(),
+        store.stats().chunks
+    );
 
-    let doc_of = |id: &str| id.split('#').next().unwrap().to_string();
+    let retriever = HybridRetriever::new(store, SearchConfig::default());
     // Phrased without the manual's words ("stash", "bisect").
     for (query, expected) in [
         (
@@ -195,19 +213,27 @@ fn dense_and_fused_retrieval_over_a_slice_of_the_corpus() {
         ),
         ("who last modified each line of a file", "git-blame.txt"),
     ] {
-        let vector = embedder.embed(&[query]).unwrap().remove(0);
-        let dense_hits = dense.search("default", &vector, 10).unwrap();
-        let bm25_hits = bm25.search("default", query, 10).unwrap();
-        let dense_docs: Vec<_> = dense_hits.iter().map(|h| doc_of(&h.id)).collect();
-        assert!(
-            dense_docs[..5].contains(&expected.to_string()),
-            "{query:?} dense: {dense_docs:?}"
-        );
-        let fused = fuse(&[bm25_hits, dense_hits], &FusionMethod::default(), 5);
-        let fused_docs: Vec<_> = fused.iter().map(|h| doc_of(&h.id)).collect();
-        assert!(
-            fused_docs.contains(&expected.to_string()),
-            "{query:?} fused: {fused_docs:?}"
-        );
+        let result = retriever.search("default", query).await.unwrap();
+        assert!(result.degraded.is_empty());
+        let found: Vec<&str> = result
+            .hits
+            .iter()
+            .map(|h| h.chunk.doc_id.as_str())
+            .collect();
+        assert!(found.contains(&expected), "{query:?}: {found:?}");
+        // Every hit's offsets slice its text out of the original file.
+        for hit in &result.hits {
+            let source = &docs
+                .iter()
+                .find(|(id, _)| *id == hit.chunk.doc_id)
+                .unwrap()
+                .1;
+            let sliced: String = source
+                .chars()
+                .skip(hit.chunk.start)
+                .take(hit.chunk.end - hit.chunk.start)
+                .collect();
+            assert_eq!(sliced, hit.chunk.text, "{}", hit.chunk.chunk_id);
+        }
     }
 }

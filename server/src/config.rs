@@ -19,6 +19,44 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which vector store holds the dense side of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorStoreKind {
+    /// Qdrant's engine in-process (qdrant-edge), under `index_dir`.
+    Embedded,
+    /// A Qdrant server at `qdrant_url`.
+    Qdrant,
+}
+
+/// How BM25 and dense results are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum FusionKind {
+    Rrf,
+    WeightedRrf,
+    Dbsf,
+}
+
+/// What a chat request does when it names no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// Answer directly.
+    Simple,
+    /// Retrieve, then answer with citations.
+    Rag,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Simple => "simple",
+            Route::Rag => "rag",
+        }
+    }
+}
+
 /// The resolved configuration of a running server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +81,31 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// Log format.
     pub log_format: LogFormat,
+    /// Folder of the embedding model and ONNX Runtime (`scripts/fetch_models.py` layout).
+    pub models_dir: PathBuf,
+    /// Load the embedder and the document index; off, only the `simple` route exists.
+    pub retrieval_enabled: bool,
+    /// Folder of the document index (catalog, sources, BM25, embedded vectors).
+    pub index_dir: PathBuf,
+    pub vector_store: VectorStoreKind,
+    /// gRPC URL of the Qdrant server (`vector_store = "qdrant"`).
+    pub qdrant_url: String,
+    pub qdrant_collection: String,
+    pub fusion: FusionKind,
+    /// RRF's k: larger flattens the difference between ranks.
+    pub rrf_k: f32,
+    /// Weighted RRF's weights: BM25, dense.
+    pub fusion_weights: Vec<f32>,
+    /// Chunks each retriever returns before fusion.
+    pub retrieval_candidates: usize,
+    /// Chunks put in the prompt (and returned as citations) on the `rag` route.
+    pub rag_top_k: usize,
+    /// Deadline of each retrieval stage (embedding, BM25, vector search), in milliseconds.
+    pub retrieval_timeout_ms: u64,
+    /// Route of a chat request that does not pin one with `"route"`.
+    pub default_route: Route,
+    /// Tenant of documents and searches when a request names none.
+    pub default_tenant: String,
 }
 
 impl Default for Config {
@@ -60,6 +123,20 @@ impl Default for Config {
             engine_instances: 1,
             shutdown_grace_secs: 30,
             log_format: LogFormat::Text,
+            models_dir: PathBuf::from("models"),
+            retrieval_enabled: true,
+            index_dir: PathBuf::from("data/index"),
+            vector_store: VectorStoreKind::Embedded,
+            qdrant_url: "http://127.0.0.1:6334".to_string(),
+            qdrant_collection: "switchyard_chunks".to_string(),
+            fusion: FusionKind::Rrf,
+            rrf_k: 60.0,
+            fusion_weights: vec![1.0, 1.0],
+            retrieval_candidates: 50,
+            rag_top_k: 4,
+            retrieval_timeout_ms: 2000,
+            default_route: Route::Rag,
+            default_tenant: "default".to_string(),
         }
     }
 }
@@ -90,6 +167,35 @@ pub struct ConfigArgs {
     pub shutdown_grace_secs: Option<u64>,
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    #[arg(long, env = "SWITCHYARD_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_RETRIEVAL_ENABLED")]
+    pub retrieval_enabled: Option<bool>,
+    #[arg(long, env = "SWITCHYARD_INDEX_DIR")]
+    pub index_dir: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_VECTOR_STORE", value_enum)]
+    pub vector_store: Option<VectorStoreKind>,
+    #[arg(long, env = "SWITCHYARD_QDRANT_URL")]
+    pub qdrant_url: Option<String>,
+    #[arg(long, env = "SWITCHYARD_QDRANT_COLLECTION")]
+    pub qdrant_collection: Option<String>,
+    #[arg(long, env = "SWITCHYARD_FUSION", value_enum)]
+    pub fusion: Option<FusionKind>,
+    #[arg(long, env = "SWITCHYARD_RRF_K")]
+    pub rrf_k: Option<f32>,
+    /// BM25 and dense weights of weighted RRF, e.g. `1,2`.
+    #[arg(long, env = "SWITCHYARD_FUSION_WEIGHTS", value_delimiter = ',')]
+    pub fusion_weights: Option<Vec<f32>>,
+    #[arg(long, env = "SWITCHYARD_RETRIEVAL_CANDIDATES")]
+    pub retrieval_candidates: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_RAG_TOP_K")]
+    pub rag_top_k: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_RETRIEVAL_TIMEOUT_MS")]
+    pub retrieval_timeout_ms: Option<u64>,
+    #[arg(long, env = "SWITCHYARD_DEFAULT_ROUTE", value_enum)]
+    pub default_route: Option<Route>,
+    #[arg(long, env = "SWITCHYARD_DEFAULT_TENANT")]
+    pub default_tenant: Option<String>,
 }
 
 /// Why a configuration could not be built.
@@ -149,6 +255,32 @@ impl Config {
         set(&mut self.engine_instances, &args.engine_instances);
         set(&mut self.shutdown_grace_secs, &args.shutdown_grace_secs);
         set(&mut self.log_format, &args.log_format);
+        set(&mut self.models_dir, &args.models_dir);
+        set(&mut self.retrieval_enabled, &args.retrieval_enabled);
+        set(&mut self.index_dir, &args.index_dir);
+        set(&mut self.vector_store, &args.vector_store);
+        set(&mut self.qdrant_url, &args.qdrant_url);
+        set(&mut self.qdrant_collection, &args.qdrant_collection);
+        set(&mut self.fusion, &args.fusion);
+        set(&mut self.rrf_k, &args.rrf_k);
+        set(&mut self.fusion_weights, &args.fusion_weights);
+        set(&mut self.retrieval_candidates, &args.retrieval_candidates);
+        set(&mut self.rag_top_k, &args.rag_top_k);
+        set(&mut self.retrieval_timeout_ms, &args.retrieval_timeout_ms);
+        set(&mut self.default_route, &args.default_route);
+        set(&mut self.default_tenant, &args.default_tenant);
+    }
+
+    /// The fusion method these settings describe.
+    pub fn fusion_method(&self) -> retrieval::FusionMethod {
+        match self.fusion {
+            FusionKind::Rrf => retrieval::FusionMethod::Rrf { k: self.rrf_k },
+            FusionKind::WeightedRrf => retrieval::FusionMethod::WeightedRrf {
+                k: self.rrf_k,
+                weights: self.fusion_weights.clone(),
+            },
+            FusionKind::Dbsf => retrieval::FusionMethod::Dbsf,
+        }
     }
 
     /// Rejects settings that cannot work together.
@@ -159,10 +291,29 @@ impl Config {
             ("default_max_tokens", self.default_max_tokens),
             ("max_in_flight", self.max_in_flight),
             ("engine_instances", self.engine_instances),
+            ("retrieval_candidates", self.retrieval_candidates),
+            ("rag_top_k", self.rag_top_k),
+            ("retrieval_timeout_ms", self.retrieval_timeout_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
+        if !(self.rrf_k > 0.0) {
+            return Err(ConfigError::Invalid("rrf_k must be above 0".into()));
+        }
+        if self.fusion_weights.len() != 2 || self.fusion_weights.iter().any(|w| !(*w >= 0.0)) {
+            return Err(ConfigError::Invalid(
+                "fusion_weights takes two non-negative numbers: BM25, dense".into(),
+            ));
+        }
+        if self.rag_top_k > self.retrieval_candidates {
+            return Err(ConfigError::Invalid(format!(
+                "rag_top_k ({}) is above retrieval_candidates ({})",
+                self.rag_top_k, self.retrieval_candidates
+            )));
+        }
+        retrieval::ingest::validate_tenant(&self.default_tenant)
+            .map_err(|e| ConfigError::Invalid(format!("default_tenant: {e}")))?;
         if self.default_max_tokens > self.max_tokens_cap {
             return Err(ConfigError::Invalid(format!(
                 "default_max_tokens ({}) is above max_tokens_cap ({})",

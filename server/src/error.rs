@@ -43,6 +43,18 @@ pub enum ApiError {
     ModelUnavailable(String),
     #[error("{0}")]
     Engine(String),
+    #[error("invalid document: {0}")]
+    InvalidDocument(String),
+    #[error("document `{0}` not found")]
+    DocumentNotFound(String),
+    #[error("the document index is not available: {0}")]
+    IndexUnavailable(String),
+    #[error("the index could not be changed, and holds what it held before: {0}")]
+    IndexWriteFailed(String),
+    #[error("retrieval failed on every retriever: {0}")]
+    RetrievalUnavailable(String),
+    #[error("the embedder failed: {0}")]
+    Embedder(String),
 }
 
 /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -86,6 +98,12 @@ impl ApiError {
             NotReady                  => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_not_ready"),
             ModelUnavailable(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_unavailable"),
             Engine(_)                 => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error"),
+            InvalidDocument(_)        => (StatusCode::BAD_REQUEST, INVALID, "invalid_document"),
+            DocumentNotFound(_)       => (StatusCode::NOT_FOUND, INVALID, "document_not_found"),
+            IndexUnavailable(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "index_unavailable"),
+            IndexWriteFailed(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "index_write_failed"),
+            RetrievalUnavailable(_)   => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "retrieval_unavailable"),
+            Embedder(_)               => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "embedder_unavailable"),
         }
     }
 
@@ -126,6 +144,23 @@ impl From<EngineError> for ApiError {
                 ApiError::ModelUnavailable(message)
             }
             EngineError::Generation(message) => ApiError::Engine(message),
+        }
+    }
+}
+
+impl From<retrieval::RetrievalError> for ApiError {
+    fn from(err: retrieval::RetrievalError) -> Self {
+        use retrieval::RetrievalError as E;
+        match err {
+            E::InvalidDocument(message) => ApiError::InvalidDocument(message),
+            E::DocumentNotFound { doc_id } => ApiError::DocumentNotFound(doc_id),
+            E::Unavailable(message) => ApiError::RetrievalUnavailable(message),
+            E::Embedder(message) => ApiError::Embedder(message),
+            E::IndexLocked { .. } | E::IncompatibleIndex { .. } => {
+                ApiError::IndexUnavailable(err.to_string())
+            }
+            // A write that failed part-way: the ingest rolled back.
+            other => ApiError::IndexWriteFailed(other.to_string()),
         }
     }
 }

@@ -1,0 +1,252 @@
+//! Hybrid search: BM25 and dense retrieval run side by side, each under a deadline, then
+//! fused. When one side fails or times out, the other's results are served and the result
+//! says which side was lost and why; only when both fail is it an error.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RetrievalError};
+use crate::fusion::{fuse, FusionMethod, Scored};
+use crate::store::{ChunkRecord, IndexStore};
+
+/// How to search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchConfig {
+    /// Chunks each retriever returns before fusion.
+    pub candidates: usize,
+    /// Chunks returned after fusion.
+    pub top_k: usize,
+    pub fusion: FusionMethod,
+    /// Deadline of each stage (embedding, BM25, vector search).
+    pub stage_timeout: Duration,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            candidates: 50,
+            top_k: 4,
+            fusion: FusionMethod::default(),
+            stage_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a retriever's results are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DegradedCause {
+    EmbedderError,
+    EmbedderTimeout,
+    VectorError,
+    VectorTimeout,
+    Bm25Error,
+    Bm25Timeout,
+}
+
+impl DegradedCause {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DegradedCause::EmbedderError => "embedder_error",
+            DegradedCause::EmbedderTimeout => "embedder_timeout",
+            DegradedCause::VectorError => "vector_error",
+            DegradedCause::VectorTimeout => "vector_timeout",
+            DegradedCause::Bm25Error => "bm25_error",
+            DegradedCause::Bm25Timeout => "bm25_timeout",
+        }
+    }
+}
+
+/// One lost retriever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Degradation {
+    pub cause: DegradedCause,
+    pub message: String,
+}
+
+/// Time spent per stage; `None` when the stage did not run to the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimings {
+    pub embed: Option<Duration>,
+    pub bm25: Option<Duration>,
+    pub vector: Option<Duration>,
+    pub fusion: Duration,
+}
+
+/// Both retrievers' ranked chunk lists for one query (before fusion).
+#[derive(Debug, Clone)]
+pub struct RankedLists {
+    pub bm25: Option<Vec<Scored>>,
+    pub dense: Option<Vec<Scored>>,
+    pub degraded: Vec<Degradation>,
+    pub timings: StageTimings,
+}
+
+/// A fused hit with its chunk.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    pub score: f32,
+    #[serde(flatten)]
+    pub chunk: ChunkRecord,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone)]
+pub struct SearchResult {
+    pub hits: Vec<Hit>,
+    pub degraded: Vec<Degradation>,
+    pub timings: StageTimings,
+}
+
+/// Searches an [`IndexStore`] with BM25 and dense retrieval and fuses the two.
+pub struct HybridRetriever {
+    store: Arc<IndexStore>,
+    config: SearchConfig,
+}
+
+async fn timed<T>(
+    deadline: Duration,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> (std::result::Result<T, (bool, String)>, Duration) {
+    let started = Instant::now();
+    let out = match tokio::time::timeout(deadline, work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err((false, err.to_string())),
+        Err(_) => Err((
+            true,
+            format!("no answer within {} ms", deadline.as_millis()),
+        )),
+    };
+    (out, started.elapsed())
+}
+
+impl HybridRetriever {
+    pub fn new(store: Arc<IndexStore>, config: SearchConfig) -> Self {
+        Self { store, config }
+    }
+
+    pub fn config(&self) -> &SearchConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Arc<IndexStore> {
+        &self.store
+    }
+
+    /// Runs both retrievers for `query` in `tenant`, `candidates` chunks each.
+    pub async fn ranked_lists(&self, tenant: &str, query: &str, candidates: usize) -> RankedLists {
+        let deadline = self.config.stage_timeout;
+        let bm25 = {
+            let index = self.store.bm25.clone();
+            let (tenant, query) = (tenant.to_string(), query.to_string());
+            timed(deadline, async move {
+                tokio::task::spawn_blocking(move || index.search(&tenant, &query, candidates))
+                    .await
+                    .map_err(|e| RetrievalError::Unavailable(e.to_string()))?
+            })
+        };
+        let dense = async {
+            let embedder = self.store.embedder.clone();
+            let text = query.to_string();
+            let (vector, embed_time) = timed(deadline, async move {
+                tokio::task::spawn_blocking(move || embedder.embed(&[text]))
+                    .await
+                    .map_err(|e| RetrievalError::Unavailable(e.to_string()))?
+            })
+            .await;
+            let vector = match vector {
+                Ok(mut vectors) => vectors.remove(0),
+                Err((timeout, message)) => {
+                    let cause = if timeout {
+                        DegradedCause::EmbedderTimeout
+                    } else {
+                        DegradedCause::EmbedderError
+                    };
+                    return (Err(Degradation { cause, message }), None, None);
+                }
+            };
+            let (hits, search_time) = timed(
+                deadline,
+                self.store.vectors.search(tenant, vector, candidates),
+            )
+            .await;
+            match hits {
+                Ok(hits) => (Ok(hits), Some(embed_time), Some(search_time)),
+                Err((timeout, message)) => {
+                    let cause = if timeout {
+                        DegradedCause::VectorTimeout
+                    } else {
+                        DegradedCause::VectorError
+                    };
+                    (Err(Degradation { cause, message }), Some(embed_time), None)
+                }
+            }
+        };
+        let ((bm25, bm25_time), (dense, embed_time, vector_time)) = tokio::join!(bm25, dense);
+        let mut degraded = Vec::new();
+        let bm25 = match bm25 {
+            Ok(hits) => Some(hits),
+            Err((timeout, message)) => {
+                let cause = if timeout {
+                    DegradedCause::Bm25Timeout
+                } else {
+                    DegradedCause::Bm25Error
+                };
+                degraded.push(Degradation { cause, message });
+                None
+            }
+        };
+        let bm25_ok = bm25.is_some();
+        let dense = match dense {
+            Ok(hits) => Some(hits),
+            Err(degradation) => {
+                degraded.push(degradation);
+                None
+            }
+        };
+        RankedLists {
+            bm25,
+            dense,
+            degraded,
+            timings: StageTimings {
+                embed: embed_time,
+                bm25: bm25_ok.then_some(bm25_time),
+                vector: vector_time,
+                fusion: Duration::ZERO,
+            },
+        }
+    }
+
+    /// The best `top_k` chunks for `query` in `tenant`, fused with the configured method.
+    pub async fn search(&self, tenant: &str, query: &str) -> Result<SearchResult> {
+        let lists = self
+            .ranked_lists(tenant, query, self.config.candidates)
+            .await;
+        if lists.bm25.is_none() && lists.dense.is_none() {
+            let causes: Vec<String> = lists.degraded.iter().map(|d| d.message.clone()).collect();
+            return Err(RetrievalError::Unavailable(causes.join("; ")));
+        }
+        let started = Instant::now();
+        let available: Vec<Vec<Scored>> = [lists.bm25, lists.dense].into_iter().flatten().collect();
+        let fused = fuse(&available, &self.config.fusion, self.config.top_k);
+        let hits = fused
+            .into_iter()
+            .filter_map(|scored| {
+                Some(Hit {
+                    score: scored.score,
+                    chunk: self.store.chunk(tenant, &scored.id)?,
+                })
+            })
+            .collect();
+        let mut timings = lists.timings;
+        timings.fusion = started.elapsed();
+        Ok(SearchResult {
+            hits,
+            degraded: lists.degraded,
+            timings,
+        })
+    }
+}
