@@ -31,13 +31,51 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-/// Defaults with a free port and the fetched model.
+/// Defaults with a free port and the fetched model; retrieval off (the `simple` route).
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         model_path: model_path(),
+        models_dir: workspace_root().join("models"),
+        retrieval_enabled: false,
+        default_route: switchyard_server::config::Route::Simple,
         ..Config::default()
     }
+}
+
+/// [`test_config`] with retrieval on, the `rag` route by default, and the index in `index_dir`.
+pub fn rag_config(index_dir: &std::path::Path) -> Config {
+    Config {
+        retrieval_enabled: true,
+        default_route: switchyard_server::config::Route::Rag,
+        index_dir: index_dir.to_path_buf(),
+        ..test_config()
+    }
+}
+
+/// The git documentation corpus (`../shared/corpus/git-docs`, or `scripts/fetch_corpus.sh`'s
+/// copy under `data/`).
+pub fn corpus_dir() -> PathBuf {
+    let root = workspace_root();
+    [
+        std::env::var_os("SWITCHYARD_CORPUS_DIR").map(PathBuf::from),
+        Some(root.join("../shared/corpus/git-docs")),
+        Some(root.join("data/corpus/git-docs")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("git-add.txt").is_file())
+    .expect("git-docs corpus missing: run scripts/fetch_corpus.sh (the test command does)")
+}
+
+/// A corpus file's text.
+pub fn corpus_text(doc_id: &str) -> String {
+    std::fs::read_to_string(corpus_dir().join(doc_id)).expect("corpus file")
+}
+
+/// The characters `start..end` of `text`, as citations count them.
+pub fn char_slice(text: &str, start: usize, end: usize) -> String {
+    text.chars().skip(start).take(end - start).collect()
 }
 
 /// A running server; dropping it shuts it down.
@@ -100,6 +138,22 @@ impl TestServer {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(err) => panic!("server not ready: {err}"),
+            }
+        }
+    }
+
+    /// Waits until the document index is open.
+    pub fn wait_index_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            match self.state.retrieval() {
+                Ok(_) => return,
+                Err(ApiError::IndexUnavailable(reason))
+                    if reason == "still loading" && start.elapsed() < timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(err) => panic!("index not ready: {err}"),
             }
         }
     }

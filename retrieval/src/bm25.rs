@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
@@ -151,6 +151,18 @@ impl Bm25Index {
         Ok(())
     }
 
+    /// Chunks indexed for one document.
+    pub fn count_document(&self, tenant: &str, doc_id: &str) -> Result<usize> {
+        let query = TermQuery::new(
+            Term::from_field_text(self.fields.doc_key, &doc_key(tenant, doc_id)),
+            IndexRecordOption::Basic,
+        );
+        Ok(self
+            .reader
+            .searcher()
+            .search(&query, &tantivy::collector::Count)?)
+    }
+
     /// Chunks indexed (all tenants).
     pub fn num_chunks(&self) -> u64 {
         self.reader.searcher().num_docs()
@@ -158,16 +170,41 @@ impl Bm25Index {
 
     /// The best `limit` chunk ids of `tenant` for a free-text query, best first.
     ///
-    /// The query is parsed leniently: user text with quotes, colons or brackets never fails.
+    /// User text is not query syntax: it is analysed like the indexed text (English
+    /// stemming) and every term is a should-match on title and body, so quotes, colons,
+    /// brackets and leading dashes (`--force`) are just words. (tantivy's own parser reads
+    /// `-x` as an exclusion, and 0.27 panics on some exclusion + phrase combinations.)
     pub fn search(&self, tenant: &str, query: &str, limit: usize) -> Result<Vec<Scored>> {
-        let parser = QueryParser::for_index(&self.index, vec![self.fields.title, self.fields.body]);
-        let (text_query, _ignored) = parser.parse_query_lenient(query);
+        let mut analyzer = self.index.tokenizer_for_field(self.fields.body)?;
+        let mut terms = std::collections::BTreeSet::new();
+        let mut stream = analyzer.token_stream(query);
+        while stream.advance() {
+            terms.insert(stream.token().text.clone());
+        }
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for term in &terms {
+            for field in [self.fields.title, self.fields.body] {
+                should.push((
+                    Occur::Should,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(field, term),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                ));
+            }
+        }
         let tenant_query = TermQuery::new(
             Term::from_field_text(self.fields.tenant, tenant),
             IndexRecordOption::Basic,
         );
         let query = BooleanQuery::new(vec![
-            (Occur::Must, text_query),
+            (
+                Occur::Must,
+                Box::new(BooleanQuery::new(should)) as Box<dyn Query>,
+            ),
             (Occur::Must, Box::new(tenant_query) as Box<dyn Query>),
         ]);
         let searcher = self.reader.searcher();
@@ -287,8 +324,18 @@ mod tests {
         index
             .replace_document("t", "a.txt", "a", &chunks_of("a.txt", STASH))
             .unwrap();
-        for q in ["\"unbalanced", "title:", "(((", "a AND OR", "*", ""] {
+        for q in [
+            "\"unbalanced",
+            "title:",
+            "(((",
+            "a AND OR",
+            "*",
+            "",
+            "-x \"a b\" -y",
+        ] {
             index.search("t", q, 5).unwrap();
         }
+        // Leading dashes are words, not exclusions.
+        assert_eq!(index.search("t", "-stash", 5).unwrap().len(), 1);
     }
 }

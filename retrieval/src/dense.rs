@@ -144,6 +144,16 @@ impl DenseIndex {
             .collect())
     }
 
+    fn count(&self, filter: Option<Filter>) -> Result<usize> {
+        self.inner
+            .shard
+            .count(CountRequest {
+                filter,
+                exact: true,
+            })
+            .map_err(dense_error)
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(DenseIndex) -> Result<T> + Send + 'static,
@@ -179,17 +189,12 @@ impl VectorStore for DenseIndex {
     }
 
     async fn num_chunks(&self) -> Result<usize> {
-        self.blocking(|index| {
-            index
-                .inner
-                .shard
-                .count(CountRequest {
-                    filter: None,
-                    exact: true,
-                })
-                .map_err(dense_error)
-        })
-        .await
+        self.blocking(|index| index.count(None)).await
+    }
+
+    async fn count_document(&self, tenant: &str, doc_id: &str) -> Result<usize> {
+        let filter = document_filter(tenant, doc_id);
+        self.blocking(move |index| index.count(Some(filter))).await
     }
 }
 

@@ -29,5 +29,5 @@ pub use error::{Result, RetrievalError};
 pub use fusion::{fuse, FusionMethod, Scored};
 pub use hybrid::{Degradation, DegradedCause, Hit, HybridRetriever, SearchConfig, SearchResult};
 pub use ingest::{DocumentInfo, IngestReport, IngestStatus, Ingestor, NewDocument};
-pub use store::{ChunkRecord, IndexConfig, IndexStats, IndexStore};
+pub use store::{ChunkRecord, DocumentCounts, IndexConfig, IndexStats, IndexStore};
 pub use vectors::{VectorBackend, VectorStore};

@@ -101,6 +101,15 @@ impl QdrantServerIndex {
         Ok(())
     }
 
+    async fn count(&self, filter: Option<Filter>) -> Result<usize> {
+        let mut request = CountPointsBuilder::new(&self.collection).exact(true);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        let response = self.client.count(request).await.map_err(server_error)?;
+        Ok(response.result.map(|r| r.count as usize).unwrap_or(0))
+    }
+
     /// Deletes the collection (tests clean up with it).
     pub async fn drop_collection(&self) -> Result<()> {
         self.client
@@ -190,11 +199,14 @@ impl VectorStore for QdrantServerIndex {
     }
 
     async fn num_chunks(&self) -> Result<usize> {
-        let response = self
-            .client
-            .count(CountPointsBuilder::new(&self.collection).exact(true))
-            .await
-            .map_err(server_error)?;
-        Ok(response.result.map(|r| r.count as usize).unwrap_or(0))
+        self.count(None).await
+    }
+
+    async fn count_document(&self, tenant: &str, doc_id: &str) -> Result<usize> {
+        self.count(Some(Filter::must([
+            tenant_filter(tenant),
+            Condition::matches("doc_id", doc_id.to_string()),
+        ])))
+        .await
     }
 }

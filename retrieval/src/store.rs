@@ -47,6 +47,15 @@ pub struct ChunkRecord {
     pub text: String,
 }
 
+/// One document's chunk count in each part of the index; equal when consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DocumentCounts {
+    /// Chunks of the acknowledged version (0 when there is none).
+    pub catalog: usize,
+    pub bm25: usize,
+    pub vectors: usize,
+}
+
 /// Documents and chunks in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IndexStats {
@@ -124,6 +133,24 @@ impl IndexStore {
 
     pub fn vector_backend(&self) -> &'static str {
         self.vectors.backend()
+    }
+
+    /// How many chunks of a document each part of the index holds (a consistency check).
+    pub async fn document_counts(&self, tenant: &str, doc_id: &str) -> Result<DocumentCounts> {
+        let catalog = self
+            .catalog
+            .lock()
+            .expect("catalog lock")
+            .get(tenant, doc_id)
+            .and_then(|e| e.acknowledged().map(|v| v.chunks.len()))
+            .unwrap_or(0);
+        let bm25 = self.bm25.count_document(tenant, doc_id)?;
+        let vectors = self.vectors.count_document(tenant, doc_id).await?;
+        Ok(DocumentCounts {
+            catalog,
+            bm25,
+            vectors,
+        })
     }
 
     /// Points in the vector store (all tenants).

@@ -60,6 +60,9 @@ pub trait VectorStore: Send + Sync {
 
     /// Points stored, all tenants.
     async fn num_chunks(&self) -> Result<usize>;
+
+    /// Points stored for one document.
+    async fn count_document(&self, tenant: &str, doc_id: &str) -> Result<usize>;
 }
 
 /// Which vector store to use.
@@ -162,6 +165,17 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(store.num_chunks().await.unwrap(), 5);
+        assert_eq!(
+            store.count_document("acme", "git-stash.txt").await.unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .count_document("globex", "git-stash.txt")
+                .await
+                .unwrap(),
+            1
+        );
         store
             .replace_document("acme", "git-stash.txt", vec![])
             .await

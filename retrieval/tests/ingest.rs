@@ -247,6 +247,13 @@ impl VectorStore for Faulty {
     async fn num_chunks(&self) -> switchyard_retrieval::Result<usize> {
         self.inner.num_chunks().await
     }
+    async fn count_document(
+        &self,
+        tenant: &str,
+        doc_id: &str,
+    ) -> switchyard_retrieval::Result<usize> {
+        self.inner.count_document(tenant, doc_id).await
+    }
 }
 
 #[tokio::test]

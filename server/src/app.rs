@@ -1,5 +1,5 @@
-//! The HTTP application: routes, body limit, and a [`Server`] that binds, loads the model in
-//! the background and shuts down gracefully.
+//! The HTTP application: routes, body limit, and a [`Server`] that binds, loads the model and
+//! opens the document index in the background, and shuts down gracefully.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +16,8 @@ use adapters::{Backend, EngineConfig, MistralRsBackend};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::handlers::{chat, health, models};
+use crate::handlers::{chat, documents, embeddings, health, metrics, models};
+use crate::index::open_retrieval;
 use crate::state::AppState;
 
 /// Builds the router over a state.
@@ -27,6 +28,16 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/v1/models", get(models::list))
         .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route(
+            "/v1/documents",
+            post(documents::upsert).get(documents::list),
+        )
+        .route(
+            "/v1/documents/{*id}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route("/metrics", get(metrics::metrics))
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -89,6 +100,28 @@ impl Server {
                 }
             }
         });
+
+        if self.state.config().retrieval_enabled {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                match open_retrieval(state.config()).await {
+                    Ok(retrieval) => {
+                        let stats = retrieval.store().stats();
+                        tracing::info!(
+                            documents = stats.documents,
+                            chunks = stats.chunks,
+                            vector_store = retrieval.store().vector_backend(),
+                            "document index open"
+                        );
+                        state.set_index_ready(Arc::new(retrieval));
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, index_dir = %state.config().index_dir.display(), "document index failed to open; /ready stays 503");
+                        state.set_index_failed(err.to_string());
+                    }
+                }
+            });
+        }
 
         let grace = Duration::from_secs(self.state.config().shutdown_grace_secs);
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();

@@ -298,10 +298,15 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
         }
-        if !(self.rrf_k > 0.0) {
+        if !self.rrf_k.is_finite() || self.rrf_k <= 0.0 {
             return Err(ConfigError::Invalid("rrf_k must be above 0".into()));
         }
-        if self.fusion_weights.len() != 2 || self.fusion_weights.iter().any(|w| !(*w >= 0.0)) {
+        if self.fusion_weights.len() != 2
+            || self
+                .fusion_weights
+                .iter()
+                .any(|w| !w.is_finite() || *w < 0.0)
+        {
             return Err(ConfigError::Invalid(
                 "fusion_weights takes two non-negative numbers: BM25, dense".into(),
             ));

@@ -1,14 +1,19 @@
 //! Switchyard's HTTP server: the OpenAI-compatible API over the model layer.
 //!
 //! Data flows `app` (routes) → `extract` (JSON body) → `handlers` → `openai` (wire types and
-//! checks) → `adapters::Backend` (the engine); failures on the way are `error::ApiError`.
+//! checks) → on the `rag` route `index` (the retrieval crate) and `rag` (sources in the prompt,
+//! citation markers) → `adapters::Backend` (the engine); failures on the way are
+//! `error::ApiError`, and `metrics` counts what happened.
 
 pub mod app;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod index;
+pub mod metrics;
 pub mod openai;
+pub mod rag;
 pub mod state;
 
 pub use app::{load_engine, router, Server};

@@ -1,6 +1,9 @@
-//! The `switchyard` binary: `serve` runs the server; more subcommands plug in here.
+//! The `switchyard` binary: `serve` runs the server, `ingest` fills the document index,
+//! `eval retrieval` scores retrieval, `bench` measures generation against a baseline.
 
 mod bench;
+mod cli_eval;
+mod cli_ingest;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -18,13 +21,18 @@ struct Cli {
 enum Command {
     /// Run the OpenAI-compatible HTTP server.
     Serve(ConfigArgs),
+    /// Add or replace documents (folders or files) in the document index.
+    Ingest(cli_ingest::IngestArgs),
+    /// Evaluate a component on a labelled set.
+    #[command(subcommand)]
+    Eval(cli_eval::EvalCommand),
     /// Measure TTFT, decode tok/s and throughput against a baseline server.
     Bench(bench::BenchArgs),
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,mistralrs_core=warn".into());
+        .unwrap_or_else(|_| default_filter.into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -59,13 +67,25 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
-            init_logging(config.log_format);
+            init_logging(
+                config.log_format,
+                "info,mistralrs_core=warn,qdrant_edge=error",
+            );
             let server = Server::bind(config.clone())
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             tracing::info!(addr = %server.local_addr(), model = %config.model_path.display(), "switchyard listening");
             server.run(shutdown_signal()).await?;
             tracing::info!("switchyard stopped");
+        }
+        Command::Ingest(args) => {
+            // Warnings only: the progress bar is the output.
+            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            cli_ingest::run(args).await?
+        }
+        Command::Eval(command) => {
+            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            cli_eval::run(command).await?
         }
         Command::Bench(args) => bench::run(args).await?,
     }

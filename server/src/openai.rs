@@ -3,13 +3,18 @@
 //!
 //! Unknown request fields are accepted and ignored, as OpenAI's own clients send fields that
 //! a given server may not implement; fields we implement are checked strictly.
+//!
+//! Switchyard's extensions sit next to OpenAI's fields and are left out when unused: in a
+//! request `route` (`"simple"` or `"rag"`); in a response `route`, `citations` and
+//! `retrieval`. Clients that ignore them see a plain OpenAI response.
 
 use serde::{Deserialize, Serialize};
 
 use adapters::{ChatMessage, FinishReason, GenerationRequest, Role, SamplingParams, Usage};
 
-use crate::config::Config;
+use crate::config::{Config, Route};
 use crate::error::{ApiError, Result};
+use crate::rag::Citation;
 
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +39,9 @@ pub struct ChatCompletionRequest {
     pub stream: bool,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Extension: pins the route instead of the server's default.
+    #[serde(default)]
+    pub route: Option<Route>,
 }
 
 /// `stop` is a string or a list of up to 4 strings.
@@ -190,6 +198,30 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     pub usage: UsageBody,
     pub system_fingerprint: Option<String>,
+    /// Extension: the route that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Extension (`rag` route): the sources given to the model, numbered as the answer cites them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<Citation>>,
+    /// Extension (`rag` route): how retrieval went and which sources the answer cited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalInfo>,
+}
+
+/// How retrieval went for a `rag` answer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalInfo {
+    /// True when a retriever failed or timed out and the other one's results were used.
+    pub degraded: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded_causes: Vec<String>,
+    /// Source numbers the answer cites (sent with the last chunk when streaming).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cited: Option<Vec<usize>>,
+    /// Markers removed from the answer because they named no provided source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_markers_removed: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -233,6 +265,14 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageBody>,
+    /// Extensions, on the first chunk (`route`, `citations`, `retrieval`) and on the finish
+    /// chunk (`retrieval` with `cited`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<Citation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<RetrievalInfo>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -289,6 +329,9 @@ impl CompletionMeta {
             }],
             usage: usage.into(),
             system_fingerprint: None,
+            route: None,
+            citations: None,
+            retrieval: None,
         }
     }
 
@@ -305,6 +348,9 @@ impl CompletionMeta {
                 logprobs: None,
             }],
             usage: None,
+            route: None,
+            citations: None,
+            retrieval: None,
         }
     }
 
@@ -317,6 +363,9 @@ impl CompletionMeta {
             model: self.model.clone(),
             choices: Vec::new(),
             usage: Some(usage.into()),
+            route: None,
+            citations: None,
+            retrieval: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Shared server state: configuration, the engine once it is loaded, and admission control.
+//! Shared server state: configuration, the engine and the document index once they are
+//! loaded, metrics, and admission control.
 
 use std::sync::{Arc, RwLock};
 
@@ -8,6 +9,8 @@ use adapters::Backend;
 
 use crate::config::Config;
 use crate::error::{ApiError, Result};
+use crate::index::Retrieval;
+use crate::metrics::Metrics;
 
 /// Where the model is in its life.
 enum EngineStatus {
@@ -16,10 +19,20 @@ enum EngineStatus {
     Failed(String),
 }
 
+/// Where the document index is in its life.
+enum IndexStatus {
+    Disabled,
+    Loading,
+    Ready(Arc<Retrieval>),
+    Failed(String),
+}
+
 struct Inner {
     config: Config,
     engine: RwLock<EngineStatus>,
+    index: RwLock<IndexStatus>,
     in_flight: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 /// Cheap-to-clone handle on the server state.
@@ -32,11 +45,53 @@ pub type GenerationSlot = OwnedSemaphorePermit;
 impl AppState {
     pub fn new(config: Config) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        let index = if config.retrieval_enabled {
+            IndexStatus::Loading
+        } else {
+            IndexStatus::Disabled
+        };
         Self(Arc::new(Inner {
             config,
             engine: RwLock::new(EngineStatus::Loading),
+            index: RwLock::new(index),
             in_flight,
+            metrics: Metrics::new(),
         }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn set_index_ready(&self, retrieval: Arc<Retrieval>) {
+        self.0.metrics.set_index_stats(retrieval.store().stats());
+        *self.0.index.write().expect("index lock") = IndexStatus::Ready(retrieval);
+    }
+
+    pub fn set_index_failed(&self, reason: String) {
+        *self.0.index.write().expect("index lock") = IndexStatus::Failed(reason);
+    }
+
+    /// The document index, or why there is none.
+    pub fn retrieval(&self) -> Result<Arc<Retrieval>> {
+        match &*self.0.index.read().expect("index lock") {
+            IndexStatus::Ready(retrieval) => Ok(retrieval.clone()),
+            IndexStatus::Loading => Err(ApiError::IndexUnavailable("still loading".into())),
+            IndexStatus::Disabled => Err(ApiError::IndexUnavailable(
+                "retrieval is disabled on this server (retrieval_enabled = false)".into(),
+            )),
+            IndexStatus::Failed(reason) => Err(ApiError::IndexUnavailable(reason.clone())),
+        }
+    }
+
+    /// `None` when retrieval is disabled, else whether the index is ready (or why not).
+    pub fn index_readiness(&self) -> Option<Result<()>> {
+        match &*self.0.index.read().expect("index lock") {
+            IndexStatus::Disabled => None,
+            IndexStatus::Ready(_) => Some(Ok(())),
+            IndexStatus::Loading => Some(Err(ApiError::IndexUnavailable("still loading".into()))),
+            IndexStatus::Failed(reason) => Some(Err(ApiError::IndexUnavailable(reason.clone()))),
+        }
     }
 
     pub fn config(&self) -> &Config {

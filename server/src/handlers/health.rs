@@ -1,4 +1,5 @@
-//! `GET /health` (the process is up) and `GET /ready` (the model is loaded and serving).
+//! `GET /health` (the process is up) and `GET /ready` (the model, and the document index when
+//! retrieval is enabled, are loaded and serving).
 
 use axum::extract::State;
 use axum::Json;
@@ -11,10 +12,24 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 503 with the reason while the model loads or after it failed to load.
+/// 503 with the reason while the model or index loads, or after either failed to load.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>> {
     let backend = state.backend()?;
+    let index = match state.index_readiness() {
+        None => json!({"enabled": false}),
+        Some(readiness) => {
+            readiness?;
+            let retrieval = state.retrieval()?;
+            let stats = retrieval.store().stats();
+            json!({
+                "enabled": true,
+                "vector_store": retrieval.store().vector_backend(),
+                "documents": stats.documents,
+                "chunks": stats.chunks,
+            })
+        }
+    };
     Ok(Json(
-        json!({"status": "ready", "model": backend.model_id()}),
+        json!({"status": "ready", "model": backend.model_id(), "index": index}),
     ))
 }

@@ -1,5 +1,8 @@
 //! HTTP handlers, one file per endpoint family.
 
 pub mod chat;
+pub mod documents;
+pub mod embeddings;
 pub mod health;
+pub mod metrics;
 pub mod models;

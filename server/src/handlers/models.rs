@@ -1,4 +1,5 @@
-//! `GET /v1/models`: the model ids a client may put in `model`.
+//! `GET /v1/models`: the model ids a client may put in `model` (the chat model, and the
+//! embedding model when retrieval is enabled).
 
 use axum::extract::State;
 use axum::Json;
@@ -7,13 +8,18 @@ use crate::openai::{ModelCard, ModelList};
 use crate::state::AppState;
 
 pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    let card = |id: &str| ModelCard {
+        id: id.to_string(),
+        object: "model".into(),
+        created: 0,
+        owned_by: "switchyard".into(),
+    };
+    let mut data = vec![card(&state.config().model_id)];
+    if state.config().retrieval_enabled {
+        data.push(card(retrieval::EMBEDDING_MODEL_ID));
+    }
     Json(ModelList {
         object: "list".into(),
-        data: vec![ModelCard {
-            id: state.config().model_id.clone(),
-            object: "model".into(),
-            created: 0,
-            owned_by: "switchyard".into(),
-        }],
+        data,
     })
 }

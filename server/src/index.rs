@@ -1,0 +1,62 @@
+//! Opens the document index (embedder, BM25, vector store, catalog) from the server's
+//! configuration; shared by `serve`, `ingest` and `eval`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use retrieval::{
+    ChunkerConfig, Embedder, EmbedderConfig, HybridRetriever, IndexConfig, IndexStore, Ingestor,
+    SearchConfig, VectorBackend,
+};
+
+use crate::config::{Config, VectorStoreKind};
+
+/// The opened index: its write side and its search side.
+pub struct Retrieval {
+    pub ingestor: Arc<Ingestor>,
+    pub retriever: Arc<HybridRetriever>,
+}
+
+impl Retrieval {
+    pub fn store(&self) -> &Arc<IndexStore> {
+        self.retriever.store()
+    }
+
+    pub fn embedder(&self) -> &Arc<Embedder> {
+        self.store().embedder()
+    }
+}
+
+/// The search settings of a configuration.
+pub fn search_config(config: &Config) -> SearchConfig {
+    SearchConfig {
+        candidates: config.retrieval_candidates,
+        top_k: config.rag_top_k,
+        fusion: config.fusion_method(),
+        stage_timeout: Duration::from_millis(config.retrieval_timeout_ms),
+    }
+}
+
+/// Loads the embedder and opens the index folder (recovering writes a crash cut short).
+pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
+    let embedder_config = EmbedderConfig::from_models_dir(&config.models_dir);
+    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&embedder_config))
+        .await
+        .map_err(|e| retrieval::RetrievalError::Embedder(e.to_string()))??;
+    let index_config = IndexConfig {
+        dir: config.index_dir.clone(),
+        vectors: match config.vector_store {
+            VectorStoreKind::Embedded => VectorBackend::Embedded,
+            VectorStoreKind::Qdrant => VectorBackend::Qdrant {
+                url: config.qdrant_url.clone(),
+                collection: config.qdrant_collection.clone(),
+            },
+        },
+        chunker: ChunkerConfig::default(),
+    };
+    let store = Arc::new(IndexStore::open(&index_config, Arc::new(embedder)).await?);
+    Ok(Retrieval {
+        ingestor: Arc::new(Ingestor::new(store.clone())),
+        retriever: Arc::new(HybridRetriever::new(store, search_config(config))),
+    })
+}

@@ -1,0 +1,149 @@
+//! Prometheus metrics, one registry per server (so tests can run several servers in one
+//! process). Names are prefixed `switchyard_`, units are in the names, and labels have low
+//! cardinality only (stage, cause, route, status).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use retrieval::{IndexStats, SearchResult};
+
+/// Retrieval stages are milliseconds to seconds.
+const STAGE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric the server exports.
+pub struct Metrics {
+    registry: Registry,
+    pub retrieval_stage_seconds: HistogramVec,
+    pub retrieval_degraded_total: IntCounterVec,
+    pub retrieval_results: HistogramVec,
+    pub retrieval_failures_total: IntCounterVec,
+    pub index_documents: IntGauge,
+    pub index_chunks: IntGauge,
+    pub ingest_total: IntCounterVec,
+    pub route_total: IntCounterVec,
+    pub citation_markers_removed_total: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            register(&registry, IntGauge::new(name, help).expect("valid gauge"))
+        };
+        Self {
+            retrieval_stage_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_retrieval_stage_duration_seconds",
+                        "Time per retrieval stage (embed, bm25, vector, fusion)",
+                    )
+                    .buckets(STAGE_BUCKETS.to_vec()),
+                    &["stage"],
+                )
+                .expect("valid histogram"),
+            ),
+            retrieval_degraded_total: counter(
+                "switchyard_retrieval_degraded_total",
+                "Searches served by one retriever because the other failed or timed out",
+                &["cause"],
+            ),
+            retrieval_results: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_retrieval_results",
+                        "Chunks returned per search",
+                    )
+                    .buckets(vec![0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+                    &["route"],
+                )
+                .expect("valid histogram"),
+            ),
+            retrieval_failures_total: counter(
+                "switchyard_retrieval_failures_total",
+                "Searches where every retriever failed",
+                &["route"],
+            ),
+            index_documents: gauge("switchyard_index_documents", "Documents in the index"),
+            index_chunks: gauge("switchyard_index_chunks", "Chunks in the index"),
+            ingest_total: counter(
+                "switchyard_ingest_documents_total",
+                "Document upserts and deletes by outcome",
+                &["operation", "outcome"],
+            ),
+            route_total: counter(
+                "switchyard_route_decisions_total",
+                "Chat requests by route",
+                &["route"],
+            ),
+            citation_markers_removed_total: counter(
+                "switchyard_citation_markers_removed_total",
+                "Citation markers in answers that pointed at no provided source",
+                &["route"],
+            ),
+            registry,
+        }
+    }
+
+    /// Records one search's stage timings, degradations and result count.
+    pub fn observe_search(&self, route: &str, result: &SearchResult) {
+        let timings = &result.timings;
+        for (stage, took) in [
+            ("embed", timings.embed),
+            ("bm25", timings.bm25),
+            ("vector", timings.vector),
+            ("fusion", Some(timings.fusion)),
+        ] {
+            if let Some(took) = took {
+                self.retrieval_stage_seconds
+                    .with_label_values(&[stage])
+                    .observe(took.as_secs_f64());
+            }
+        }
+        for degradation in &result.degraded {
+            self.retrieval_degraded_total
+                .with_label_values(&[degradation.cause.as_str()])
+                .inc();
+        }
+        self.retrieval_results
+            .with_label_values(&[route])
+            .observe(result.hits.len() as f64);
+    }
+
+    pub fn set_index_stats(&self, stats: IndexStats) {
+        self.index_documents.set(stats.documents as i64);
+        self.index_chunks.set(stats.chunks as i64);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding does not fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
