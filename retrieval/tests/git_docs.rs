@@ -237,3 +237,82 @@ async fn hybrid_retrieval_over_a_slice_of_the_corpus_cites_exact_text() {
         }
     }
 }
+
+/// The eval pipeline on a slice of the corpus: the first dev-set queries whose judged pages are
+/// small, over those pages plus distractors. Scores must be sane and hybrid must find most
+/// relevant pages (a broken retriever or metric drops it far below).
+#[tokio::test]
+async fn retrieval_eval_runs_on_a_slice_of_the_corpus() {
+    use switchyard_retrieval::eval::{evaluate, load_queries, Method};
+    use switchyard_retrieval::FusionMethod;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let all = documents();
+    let size = |id: &str| {
+        all.iter()
+            .find(|(d, _)| d == id)
+            .map_or(usize::MAX, |(_, t)| t.len())
+    };
+    let queries: Vec<_> = load_queries(&root.join("eval/git-docs-dev.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.relevant.keys().all(|id| size(id) < 20_000))
+        .take(12)
+        .collect();
+    assert_eq!(queries.len(), 12);
+    let mut wanted: HashSet<String> = queries
+        .iter()
+        .flat_map(|q| q.relevant.keys().cloned())
+        .collect();
+    wanted.extend(
+        all.iter()
+            .filter(|(id, text)| id.starts_with("git-") && text.len() < 8_000)
+            .take(15)
+            .map(|(id, _)| id.clone()),
+    );
+
+    let models = root.join("../models");
+    let embedder = Arc::new(
+        Embedder::load(&EmbedderConfig::from_models_dir(&models)).expect("scripts/fetch_models.py"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = IndexConfig {
+        dir: dir.path().to_path_buf(),
+        vectors: VectorBackend::Embedded,
+        chunker: ChunkerConfig::default(),
+    };
+    let store = Arc::new(IndexStore::open(&config, embedder).await.unwrap());
+    let ingestor = Ingestor::new(store.clone());
+    for (id, text) in all.iter().filter(|(id, _)| wanted.contains(id)) {
+        ingestor
+            .upsert(NewDocument {
+                tenant: "default".into(),
+                doc_id: id.clone(),
+                text: text.clone(),
+                title: None,
+                format: None,
+            })
+            .await
+            .unwrap();
+    }
+    let retriever = HybridRetriever::new(store, SearchConfig::default());
+    let methods = [
+        Method::Bm25,
+        Method::Dense,
+        Method::Fused(FusionMethod::Rrf { k: 60.0 }),
+    ];
+    let report = evaluate(&retriever, "default", &queries, &methods, 50).await;
+    assert_eq!(report.queries, 12);
+    assert_eq!(report.degraded, 0);
+    assert_eq!(report.scores.len(), 3);
+    for row in &report.scores {
+        for value in [row.ndcg, row.recall, row.mrr] {
+            assert!((0.0..=1.0).contains(&value), "{row:?}");
+        }
+    }
+    let rrf = &report.scores[2];
+    assert!(rrf.recall > 0.6 && rrf.ndcg > 0.4, "{:?}", report.scores);
+    for (stage, p) in &report.latency {
+        assert!(p.p50 <= p.p95, "{stage}");
+    }
+}
