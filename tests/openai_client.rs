@@ -1,11 +1,12 @@
 //! The official `openai` Python client against the real server: a chat completion, a streamed
-//! one with usage, and typed errors. The client lives in the venv the test setup creates.
+//! one with usage, typed errors, embeddings, and the `rag` route's extension fields. The client
+//! lives in the venv the test setup creates.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use switchyard_server::Config;
-use switchyard_tests::{workspace_root, TestServer};
+use switchyard_tests::{rag_config, workspace_root, TestServer};
 
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWITCHYARD_TEST_PYTHON") {
@@ -22,7 +23,12 @@ fn python() -> PathBuf {
 
 #[test]
 fn official_openai_client_chat_stream_and_errors() {
-    let server = TestServer::shared();
+    let index = tempfile::tempdir().unwrap();
+    let mut config = rag_config(index.path());
+    // Chat checks are quick on `simple`; the script pins `rag` where it wants it.
+    config.default_route = switchyard_server::config::Route::Simple;
+    let server = TestServer::start_ready(config);
+    server.wait_index_ready(std::time::Duration::from_secs(120));
     let output = Command::new(python())
         .arg(workspace_root().join("tests/python/openai_client_check.py"))
         .arg(format!("{}/v1", server.base))

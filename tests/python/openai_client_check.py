@@ -70,6 +70,20 @@ def main():
     except openai.BadRequestError as err:
         check(err.status_code == 400 and err.code == "max_tokens_exceeded", "max_tokens over cap -> BadRequestError 400")
 
+    # Embeddings: the client asks for base64 by default and decodes it; floats on request.
+    emb = client.embeddings.create(model="all-minilm-l6-v2", input=["stash my changes", "weather in Oslo"])
+    check(len(emb.data) == 2 and len(emb.data[0].embedding) == 384, "embeddings: 2 x 384 (base64)")
+    floats = client.embeddings.create(model="all-minilm-l6-v2", input="stash my changes", encoding_format="float")
+    diff = max(abs(a - b) for a, b in zip(floats.data[0].embedding, emb.data[0].embedding))
+    check(diff < 1e-6, f"base64 and float embeddings agree (max diff {diff})")
+    check(emb.usage.prompt_tokens > 0, "embeddings usage")
+
+    # The rag route's extension fields ride along in the client's typed objects.
+    rag = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "how do I stash?"}],
+                                         max_tokens=4, temperature=0, extra_body={"route": "rag"})
+    extra = rag.model_extra or {}
+    check(extra.get("route") == "rag" and isinstance(extra.get("citations"), list), "rag: route and citations")
+
     print("ALL CHECKS PASSED")
 
 
