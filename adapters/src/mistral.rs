@@ -155,6 +155,9 @@ fn build_request(request: &GenerationRequest, counter: &TokenCounter) -> Request
             sampling.top_p,
         )));
     }
+    if let Some(schema) = &request.json_schema {
+        builder = builder.set_constraint(mistralrs::Constraint::JsonSchema(schema.clone()));
+    }
     builder.set_sampling(params)
 }
 

@@ -66,6 +66,9 @@ impl Default for SamplingParams {
 pub struct GenerationRequest {
     pub messages: Vec<ChatMessage>,
     pub sampling: SamplingParams,
+    /// A JSON schema the output must match (constrained decoding), e.g. a tool call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<serde_json::Value>,
 }
 
 /// Why generation ended.

@@ -159,6 +159,7 @@ impl ChatCompletionRequest {
                 stop,
                 seed: self.seed.map(|s| s as u64),
             },
+            json_schema: None,
         })
     }
 }
