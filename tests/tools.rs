@@ -1,9 +1,108 @@
-//! The `tool` route's engine part: constrained decoding with a JSON schema built from tool
-//! parameter schemas, on the real model.
+//! Routing end to end: the trained router (trained here on `router/data/routes.jsonl` with the
+//! real embedder) choosing routes over real HTTP, abstention to the fallback route, refusal of
+//! a router trained on another embedding model, and the `tool` route's OpenAI tool calls
+//! (schema-constrained decoding on the real model), `tool_choice`, and tool-result follow-ups.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use adapters::{collect, ChatMessage, GenerationRequest, Role, SamplingParams};
 use serde_json::{json, Value};
-use switchyard_tests::TestServer;
+use switchyard_server::routing::{train_router, TrainOptions};
+use switchyard_tests::{rag_config, stream_chat, workspace_root, TestServer};
+use tokio::sync::OnceCell;
+
+/// A router trained once per test binary.
+async fn trained_router() -> &'static Path {
+    static DIR: OnceCell<(tempfile::TempDir, PathBuf)> = OnceCell::const_new();
+    &DIR.get_or_init(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("router");
+        let models = workspace_root().join("models");
+        let embedder =
+            retrieval::Embedder::load(&retrieval::EmbedderConfig::from_models_dir(&models))
+                .unwrap();
+        let report = train_router(
+            &embedder,
+            &workspace_root().join("router/data/routes.jsonl"),
+            &out,
+            &TrainOptions::default(),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        assert!(
+            report.classifier.accuracy > 0.8,
+            "{}",
+            report.classifier.render("held out")
+        );
+        (dir, out)
+    })
+    .await
+    .1
+}
+
+struct Routed {
+    server: TestServer,
+    _index: tempfile::TempDir,
+}
+
+/// A server that routes with the trained router.
+async fn routed_server() -> &'static TestServer {
+    static SERVER: OnceCell<Routed> = OnceCell::const_new();
+    let router = trained_router().await.to_path_buf();
+    &SERVER
+        .get_or_init(|| async move {
+            let index = tempfile::tempdir().unwrap();
+            let mut config = rag_config(index.path());
+            config.router_dir = router;
+            let server = TestServer::start_ready(config);
+            server.wait_index_ready(Duration::from_secs(120));
+            Routed {
+                server,
+                _index: index,
+            }
+        })
+        .await
+        .server
+}
+
+fn tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "get_time", "description": "Current time in a timezone",
+         "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "calculator", "description": "Evaluate an arithmetic expression",
+         "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"], "additionalProperties": false}}},
+        {"type": "function", "function": {"name": "create_ticket", "description": "Open a support ticket",
+         "parameters": {"type": "object", "properties": {"title": {"type": "string"}, "body": {"type": "string"},
+          "priority": {"type": "string", "enum": ["low", "medium", "high"]}}, "required": ["title", "body", "priority"], "additionalProperties": false}}}
+    ])
+}
+
+fn chat(prompt: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": switchyard_server::Config::default().model_id,
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": 40,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+async fn post(server: &TestServer, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.json().await.unwrap())
+}
 
 #[tokio::test]
 async fn constrained_decoding_follows_a_tool_call_schema() {
@@ -25,7 +124,10 @@ async fn constrained_decoding_follows_a_tool_call_schema() {
     });
     let request = GenerationRequest {
         messages: vec![
-            ChatMessage::new(Role::System, "Call the get_weather tool. Reply with JSON only."),
+            ChatMessage::new(
+                Role::System,
+                "Call the get_weather tool. Reply with JSON only.",
+            ),
             ChatMessage::new(Role::User, "What's the weather in Oslo?"),
         ],
         sampling: SamplingParams {
@@ -35,8 +137,265 @@ async fn constrained_decoding_follows_a_tool_call_schema() {
         },
         json_schema: Some(schema),
     };
-    let output = collect(backend.generate(request).await.unwrap()).await.unwrap();
-    let call: Value = serde_json::from_str(&output.text).unwrap_or_else(|e| panic!("{e}: {:?}", output.text));
+    let output = collect(backend.generate(request).await.unwrap())
+        .await
+        .unwrap();
+    let call: Value =
+        serde_json::from_str(&output.text).unwrap_or_else(|e| panic!("{e}: {:?}", output.text));
     assert_eq!(call["name"], "get_weather", "{call}");
     assert!(call["arguments"]["city"].is_string(), "{call}");
+}
+
+#[tokio::test]
+async fn the_router_picks_routes_and_says_so() {
+    let server = routed_server().await;
+    for (prompt, route) in [
+        ("hi there, how are you today?", "simple"),
+        (
+            "how do I undo the last commit but keep my changes in git",
+            "rag",
+        ),
+    ] {
+        let (status, headers, body) = post(server, &chat(prompt, json!({"max_tokens": 4}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["x-switchyard-route"], route, "{prompt}: {body}");
+        let routing = &body["routing"];
+        assert_eq!(routing["decided_by"], "router", "{routing}");
+        assert_eq!(routing["predicted"], route);
+        let confidence = routing["confidence"].as_f64().unwrap();
+        assert!((0.5..=1.0).contains(&confidence), "{routing}");
+        assert_eq!(body.get("citations").is_some(), route == "rag", "{body}");
+    }
+    // The router says `tool`, the request has no tools: answered on simple, and said so.
+    let (_, headers, body) = post(
+        server,
+        &chat(
+            "what's the weather like in Oslo right now?",
+            json!({"max_tokens": 4}),
+        ),
+    )
+    .await;
+    assert_eq!(headers["x-switchyard-route"], "simple", "{body}");
+    assert_eq!(body["routing"]["predicted"], "tool", "{body}");
+    assert!(body["routing"]["fallback_reason"]
+        .as_str()
+        .unwrap()
+        .contains("no tools"));
+    // A pinned route wins over the router.
+    let (_, headers, body) = post(
+        server,
+        &chat("hi there", json!({"route": "rag", "max_tokens": 4})),
+    )
+    .await;
+    assert_eq!(headers["x-switchyard-route"], "rag");
+    assert_eq!(body["routing"]["decided_by"], "client");
+
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "switchyard_route_decisions_total{decided_by=\"router\",route=\"simple\"}",
+        "switchyard_router_classification_duration_seconds_count",
+        "switchyard_router_confidence_count{predicted=\"tool\"}",
+        "switchyard_route_fallbacks_total{reason=\"no_tools\"}",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series} missing:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_tool_route_returns_openai_tool_calls() {
+    let server = routed_server().await;
+    let (status, headers, body) = post(
+        server,
+        &chat(
+            "What's the weather in Oslo?",
+            json!({"tools": tools(), "max_tokens": 60}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-switchyard-route"], "tool", "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert!(choice["message"]["content"].is_null());
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(call["function"]["name"], "get_weather", "{call}");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        arguments["city"].as_str().unwrap().contains("Oslo"),
+        "{arguments}"
+    );
+
+    // The follow-up with the tool's result is answered normally.
+    let follow_up = json!({
+        "model": switchyard_server::Config::default().model_id,
+        "temperature": 0, "max_tokens": 30, "tools": tools(),
+        "messages": [
+            {"role": "user", "content": "What's the weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "{\"temperature_c\": 4, \"sky\": \"rain\"}"}
+        ]
+    });
+    let (status, headers, body) = post(server, &follow_up).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-switchyard-route"], "simple");
+    assert_eq!(body["routing"]["decided_by"], "tool_result");
+    assert_ne!(body["choices"][0]["finish_reason"], "tool_calls");
+    assert!(!body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn tool_choice_forces_forbids_or_names_the_tool() {
+    let server = routed_server().await;
+    // Named: the call is that tool, even for a question the router would send elsewhere.
+    let named = json!({"type": "function", "function": {"name": "calculator"}});
+    let (_, _, body) = post(
+        server,
+        &chat(
+            "what is 12 times 7",
+            json!({"tools": tools(), "tool_choice": named, "max_tokens": 40}),
+        ),
+    )
+    .await;
+    assert_eq!(body["routing"]["decided_by"], "tool_choice", "{body}");
+    assert_eq!(
+        body["choices"][0]["message"]["tool_calls"][0]["function"]["name"], "calculator",
+        "{body}"
+    );
+    // None: never a call; the router's `tool` falls back to simple.
+    let (_, headers, body) = post(
+        server,
+        &chat(
+            "what's the weather in Paris",
+            json!({"tools": tools(), "tool_choice": "none", "max_tokens": 4}),
+        ),
+    )
+    .await;
+    assert_eq!(headers["x-switchyard-route"], "simple", "{body}");
+    assert!(body["choices"][0]["message"].get("tool_calls").is_none());
+    // Streamed: a tool_calls delta, then finish_reason tool_calls, then [DONE].
+    let streamed = stream_chat(
+        server,
+        &chat(
+            "open a high priority ticket: git push fails with 403",
+            json!({"tools": tools(), "tool_choice": "required", "max_tokens": 80, "stream": true}),
+        ),
+    )
+    .await;
+    assert!(streamed.ended_with_done());
+    let chunks = streamed.chunks();
+    assert_eq!(chunks[0]["routing"]["route"], "tool");
+    let call = chunks
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .expect("a tool_calls delta");
+    assert_eq!(call["index"], 0);
+    assert!(call["function"]["arguments"].is_string());
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+    // Bad tools and choices are 400s.
+    for extra in [
+        json!({"tools": [{"type": "function", "function": {"name": "bad name"}}]}),
+        json!({"tool_choice": "required"}),
+        json!({"tools": tools(), "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
+    ] {
+        let (status, _, body) = post(server, &chat("hi", extra.clone())).await;
+        assert_eq!(status, 400, "{extra} -> {body}");
+        assert_eq!(body["error"]["code"], "invalid_value");
+    }
+}
+
+#[tokio::test]
+async fn below_threshold_the_router_abstains_to_the_fallback_route() {
+    // A copy of the router whose thresholds no prediction reaches.
+    let dir = tempfile::tempdir().unwrap();
+    let source = trained_router().await;
+    for name in ["router.safetensors", "router.json"] {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    let meta_path = dir.path().join("router.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    for threshold in meta["thresholds"].as_object_mut().unwrap().values_mut() {
+        *threshold = json!(1.0);
+    }
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let index = tempfile::tempdir().unwrap();
+    let mut config = rag_config(index.path());
+    config.router_dir = dir.path().to_path_buf();
+    config.router_fallback_route = switchyard_server::config::Route::Simple;
+    let server = TestServer::start_ready(config);
+    server.wait_index_ready(Duration::from_secs(120));
+    let (_, headers, body) = post(
+        &server,
+        &chat(
+            "how do I rebase my branch onto main",
+            json!({"max_tokens": 4}),
+        ),
+    )
+    .await;
+    assert_eq!(headers["x-switchyard-route"], "simple", "{body}");
+    assert_eq!(body["routing"]["decided_by"], "router_abstained");
+    assert_eq!(body["routing"]["predicted"], "rag");
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_router_abstentions_total{predicted=\"rag\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_router_of_another_embedding_model_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = trained_router().await;
+    for name in ["router.safetensors", "router.json"] {
+        std::fs::copy(source.join(name), dir.path().join(name)).unwrap();
+    }
+    let meta_path = dir.path().join("router.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["embedding_model"]["sha256"] = json!("0000");
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let index = tempfile::tempdir().unwrap();
+    let mut config = rag_config(index.path());
+    config.router_dir = dir.path().to_path_buf();
+    config.model_path = "/nonexistent.gguf".into();
+    let server = TestServer::start(config);
+    let start = std::time::Instant::now();
+    let body = loop {
+        let response = reqwest::get(server.url("/v1/documents")).await.unwrap();
+        let body: Value = response.json().await.unwrap();
+        if body["error"]["message"] != "the document index is not available: still loading" {
+            break body;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["error"]["code"], "index_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retrain"),
+        "{body}"
+    );
 }

@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use sha2::Digest;
+
 use fastembed::{
     InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
 };
@@ -56,6 +58,7 @@ pub const EMBEDDING_MODEL_ID: &str = "all-minilm-l6-v2";
 pub struct Embedder {
     model: Mutex<TextEmbedding>,
     batch_size: usize,
+    model_sha256: String,
 }
 
 fn embedder_error(what: impl std::fmt::Display) -> RetrievalError {
@@ -87,15 +90,25 @@ impl Embedder {
             special_tokens_map_file: read("special_tokens_map.json")?,
             tokenizer_config_file: read("tokenizer_config.json")?,
         };
-        let model = UserDefinedEmbeddingModel::new(read(&config.onnx_file)?, tokenizer)
-            .with_pooling(Pooling::Mean);
+        let onnx = read(&config.onnx_file)?;
+        let model_sha256 = sha2::Sha256::digest(&onnx)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let model = UserDefinedEmbeddingModel::new(onnx, tokenizer).with_pooling(Pooling::Mean);
         let options = InitOptionsUserDefined::new().with_max_length(config.max_length);
         let model =
             TextEmbedding::try_new_from_user_defined(model, options).map_err(embedder_error)?;
         Ok(Self {
             model: Mutex::new(model),
             batch_size: config.batch_size.max(1),
+            model_sha256,
         })
+    }
+
+    /// sha256 of the ONNX model file: what a router trained on these embeddings records.
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
     }
 
     /// Tokens of `text` for the embedding model (capped at its maximum length), used as the

@@ -23,6 +23,8 @@ pub enum RetrievalError {
     DocumentNotFound { doc_id: String },
     #[error("invalid query set: {0}")]
     InvalidQuerySet(String),
+    #[error("router: {0}")]
+    Router(String),
     #[error("no retriever answered: {0}")]
     Unavailable(String),
     #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]

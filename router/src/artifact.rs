@@ -35,6 +35,9 @@ pub struct TrainingInfo {
     pub heldout_examples: usize,
     pub heldout_accuracy: f64,
     pub baseline_heldout_accuracy: f64,
+    /// Share of each route held out, and the split's seed: `router eval` re-creates the split.
+    pub holdout: f64,
+    pub split_seed: u64,
     pub config: TrainConfig,
 }
 
@@ -88,7 +91,9 @@ pub fn save(dir: &Path, model: &IntentClassifier, meta: &RouterMeta) -> Result<(
     write(WEIGHTS_FILE, &bytes)?;
     write(
         META_FILE,
-        serde_json::to_string_pretty(meta).expect("meta serialises").as_bytes(),
+        serde_json::to_string_pretty(meta)
+            .expect("meta serialises")
+            .as_bytes(),
     )?;
     Ok(())
 }
@@ -100,7 +105,11 @@ fn tensor_f32(tensors: &SafeTensors, name: &str, shape: &[usize], path: &Path) -
     if view.dtype() != Dtype::F32 || view.shape() != shape {
         return Err(artifact_error(
             path,
-            format!("tensor `{name}` is {:?} {:?}, expected F32 {shape:?}", view.dtype(), view.shape()),
+            format!(
+                "tensor `{name}` is {:?} {:?}, expected F32 {shape:?}",
+                view.dtype(),
+                view.shape()
+            ),
         ));
     }
     let values: Vec<f32> = view
@@ -109,7 +118,10 @@ fn tensor_f32(tensors: &SafeTensors, name: &str, shape: &[usize], path: &Path) -
         .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect();
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(artifact_error(path, format!("tensor `{name}` has NaN or infinite values")));
+        return Err(artifact_error(
+            path,
+            format!("tensor `{name}` has NaN or infinite values"),
+        ));
     }
     Ok(values)
 }
@@ -122,12 +134,18 @@ pub fn load(dir: &Path, running: &EmbeddingModelRef) -> Result<(IntentClassifier
     if meta.format_version != FORMAT_VERSION {
         return Err(artifact_error(
             &meta_path,
-            format!("format version {} (this build reads {FORMAT_VERSION})", meta.format_version),
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                meta.format_version
+            ),
         ));
     }
     if meta.embedding_model.sha256 != running.sha256 || meta.embedding_model.dims != running.dims {
         return Err(RouterError::EmbeddingMismatch {
-            trained: format!("{} ({})", meta.embedding_model.id, meta.embedding_model.sha256),
+            trained: format!(
+                "{} ({})",
+                meta.embedding_model.id, meta.embedding_model.sha256
+            ),
             running: format!("{} ({})", running.id, running.sha256),
         });
     }
@@ -145,7 +163,12 @@ pub fn load(dir: &Path, running: &EmbeddingModelRef) -> Result<(IntentClassifier
                 .get(r)
                 .copied()
                 .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| artifact_error(&meta_path, format!("route `{r}` needs a threshold in [0, 1]")))
+                .ok_or_else(|| {
+                    artifact_error(
+                        &meta_path,
+                        format!("route `{r}` needs a threshold in [0, 1]"),
+                    )
+                })
         })
         .collect::<Result<Vec<f32>>>()?;
     Ok((
@@ -188,6 +211,8 @@ mod tests {
                 heldout_examples: 2,
                 heldout_accuracy: 1.0,
                 baseline_heldout_accuracy: 0.5,
+                holdout: 0.2,
+                split_seed: 1,
                 config: TrainConfig::default(),
             },
         };
@@ -207,7 +232,10 @@ mod tests {
             ..meta.embedding_model.clone()
         };
         let err = load(dir.path(), &other).unwrap_err();
-        assert!(matches!(err, RouterError::EmbeddingMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, RouterError::EmbeddingMismatch { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("retrain"), "{err}");
     }
 
@@ -217,13 +245,17 @@ mod tests {
         let (mut model, meta) = model_and_meta();
         model.weights[2] = f32::NAN;
         save(dir.path(), &model, &meta).unwrap();
-        let err = load(dir.path(), &meta.embedding_model).unwrap_err().to_string();
+        let err = load(dir.path(), &meta.embedding_model)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("NaN"), "{err}");
         let (mut model, meta) = model_and_meta();
         model.dims = 2;
         model.weights.truncate(4);
         save(dir.path(), &model, &meta).unwrap();
-        let err = load(dir.path(), &meta.embedding_model).unwrap_err().to_string();
+        let err = load(dir.path(), &meta.embedding_model)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("expected F32 [2, 3]"), "{err}");
     }
 }

@@ -177,7 +177,13 @@ pub(crate) fn argmax(values: &[f32]) -> usize {
     values
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -187,7 +193,11 @@ mod tests {
 
     /// Three separable clusters in 4 dimensions.
     fn toy() -> (Vec<Vec<f32>>, Vec<usize>) {
-        let centres = [[1.0, 0.0, 0.0, 0.2], [0.0, 1.0, 0.0, 0.2], [0.0, 0.0, 1.0, 0.2]];
+        let centres = [
+            [1.0, 0.0, 0.0, 0.2],
+            [0.0, 1.0, 0.0, 0.2],
+            [0.0, 0.0, 1.0, 0.2],
+        ];
         let mut rng = SplitMix::new(3);
         let mut xs = Vec::new();
         let mut ys = Vec::new();
@@ -219,8 +229,17 @@ mod tests {
             &mut |_, loss| losses.push(loss),
         );
         assert_eq!(losses.len(), 200);
-        assert!(losses[199] < losses[0] / 5.0, "{} -> {}", losses[0], losses[199]);
-        let correct = xs.iter().zip(&ys).filter(|(x, &y)| model.predict(x) == y).count();
+        assert!(
+            losses[199] < losses[0] / 5.0,
+            "{} -> {}",
+            losses[0],
+            losses[199]
+        );
+        let correct = xs
+            .iter()
+            .zip(&ys)
+            .filter(|(x, &y)| model.predict(x) == y)
+            .count();
         assert_eq!(correct, xs.len());
         let p = model.probabilities(&xs[0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);

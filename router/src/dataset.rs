@@ -30,9 +30,8 @@ pub fn load_examples(path: &Path) -> Result<(Vec<Example>, String)> {
         if line.trim().is_empty() {
             continue;
         }
-        let example: Example = serde_json::from_str(line).map_err(|e| {
-            RouterError::Data(format!("{} line {}: {e}", path.display(), n + 1))
-        })?;
+        let example: Example = serde_json::from_str(line)
+            .map_err(|e| RouterError::Data(format!("{} line {}: {e}", path.display(), n + 1)))?;
         if example.query.trim().is_empty() || example.route.trim().is_empty() {
             return Err(RouterError::Data(format!(
                 "{} line {}: empty query or route",
@@ -43,7 +42,10 @@ pub fn load_examples(path: &Path) -> Result<(Vec<Example>, String)> {
         examples.push(example);
     }
     if examples.is_empty() {
-        return Err(RouterError::Data(format!("{} has no examples", path.display())));
+        return Err(RouterError::Data(format!(
+            "{} has no examples",
+            path.display()
+        )));
     }
     Ok((examples, hash))
 }
@@ -116,7 +118,10 @@ mod tests {
         assert_eq!(train.len() + held.len(), 120);
         let held_b = held.iter().filter(|&&i| examples[i].route == "b").count();
         assert_eq!((held.len(), held_b), (24, 4));
-        assert_eq!(stratified_split(&examples, 0.2, 7), (train.clone(), held.clone()));
+        assert_eq!(
+            stratified_split(&examples, 0.2, 7),
+            (train.clone(), held.clone())
+        );
         assert_ne!(stratified_split(&examples, 0.2, 8).1, held);
     }
 
@@ -124,7 +129,11 @@ mod tests {
     fn bad_lines_are_reported_with_their_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
-        std::fs::write(&path, "{\"query\":\"hi\",\"route\":\"simple\"}\n{\"query\":\"x\"}\n").unwrap();
+        std::fs::write(
+            &path,
+            "{\"query\":\"hi\",\"route\":\"simple\"}\n{\"query\":\"x\"}\n",
+        )
+        .unwrap();
         let err = load_examples(&path).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
     }

@@ -26,8 +26,16 @@ pub fn evaluate(routes: &[String], labels: &[usize], predictions: &[usize]) -> E
             let tp = confusion[i][i] as f64;
             let predicted: usize = (0..n).map(|t| confusion[t][i]).sum();
             let support: usize = confusion[i].iter().sum();
-            let precision = if predicted == 0 { 0.0 } else { tp / predicted as f64 };
-            let recall = if support == 0 { 0.0 } else { tp / support as f64 };
+            let precision = if predicted == 0 {
+                0.0
+            } else {
+                tp / predicted as f64
+            };
+            let recall = if support == 0 {
+                0.0
+            } else {
+                tp / support as f64
+            };
             let f1 = if precision + recall == 0.0 {
                 0.0
             } else {
@@ -53,7 +61,9 @@ impl Evaluation {
             "route", "precision", "recall", "f1", "support"
         ));
         for (route, (p, r, f, s)) in self.routes.iter().zip(&self.per_route) {
-            out.push_str(&format!("  {route:<10} {p:>9.4} {r:>9.4} {f:>9.4} {s:>8}\n"));
+            out.push_str(&format!(
+                "  {route:<10} {p:>9.4} {r:>9.4} {f:>9.4} {s:>8}\n"
+            ));
         }
         out.push_str("  confusion (rows: true, columns: predicted)\n");
         out.push_str(&format!("  {:<10}", ""));

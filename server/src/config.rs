@@ -46,6 +46,8 @@ pub enum Route {
     Simple,
     /// Retrieve, then answer with citations.
     Rag,
+    /// Answer with a call of one of the request's tools.
+    Tool,
 }
 
 impl Route {
@@ -53,8 +55,30 @@ impl Route {
         match self {
             Route::Simple => "simple",
             Route::Rag => "rag",
+            Route::Tool => "tool",
         }
     }
+
+    /// The route a router label names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "simple" => Some(Route::Simple),
+            "rag" => Some(Route::Rag),
+            "tool" => Some(Route::Tool),
+            _ => None,
+        }
+    }
+}
+
+/// Who picks the tool on the `tool` route when the request allows several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolSelection {
+    /// The tool whose name and description are nearest to the request (the embedder); the
+    /// model writes its arguments.
+    Embedding,
+    /// The model picks among all the request's tools.
+    Model,
 }
 
 /// The resolved configuration of a running server.
@@ -106,6 +130,14 @@ pub struct Config {
     pub default_route: Route,
     /// Tenant of documents and searches when a request names none.
     pub default_tenant: String,
+    /// Route requests with the trained router in `router_dir` (when it exists).
+    pub router_enabled: bool,
+    /// Folder of the trained router (`switchyard router train --out`).
+    pub router_dir: PathBuf,
+    /// Route taken when the router abstains (its confidence is below the route's threshold).
+    pub router_fallback_route: Route,
+    /// Who picks the tool when `tool_choice` does not name one.
+    pub tool_selection: ToolSelection,
 }
 
 impl Default for Config {
@@ -137,6 +169,10 @@ impl Default for Config {
             retrieval_timeout_ms: 2000,
             default_route: Route::Rag,
             default_tenant: "default".to_string(),
+            router_enabled: true,
+            router_dir: PathBuf::from("models/router"),
+            router_fallback_route: Route::Rag,
+            tool_selection: ToolSelection::Embedding,
         }
     }
 }
@@ -196,6 +232,14 @@ pub struct ConfigArgs {
     pub default_route: Option<Route>,
     #[arg(long, env = "SWITCHYARD_DEFAULT_TENANT")]
     pub default_tenant: Option<String>,
+    #[arg(long, env = "SWITCHYARD_ROUTER_ENABLED")]
+    pub router_enabled: Option<bool>,
+    #[arg(long, env = "SWITCHYARD_ROUTER_DIR")]
+    pub router_dir: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_ROUTER_FALLBACK_ROUTE", value_enum)]
+    pub router_fallback_route: Option<Route>,
+    #[arg(long, env = "SWITCHYARD_TOOL_SELECTION", value_enum)]
+    pub tool_selection: Option<ToolSelection>,
 }
 
 /// Why a configuration could not be built.
@@ -269,6 +313,10 @@ impl Config {
         set(&mut self.retrieval_timeout_ms, &args.retrieval_timeout_ms);
         set(&mut self.default_route, &args.default_route);
         set(&mut self.default_tenant, &args.default_tenant);
+        set(&mut self.router_enabled, &args.router_enabled);
+        set(&mut self.router_dir, &args.router_dir);
+        set(&mut self.router_fallback_route, &args.router_fallback_route);
+        set(&mut self.tool_selection, &args.tool_selection);
     }
 
     /// The fusion method these settings describe.

@@ -10,11 +10,15 @@ use retrieval::{
 };
 
 use crate::config::{Config, VectorStoreKind};
+use crate::routing::{load_router, SharedRouter};
+use retrieval::RetrievalError;
 
 /// The opened index: its write side and its search side.
 pub struct Retrieval {
     pub ingestor: Arc<Ingestor>,
     pub retriever: Arc<HybridRetriever>,
+    /// The trained router, when routing is enabled and one is in `router_dir`.
+    pub router: Option<SharedRouter>,
 }
 
 impl Retrieval {
@@ -54,9 +58,25 @@ pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
         },
         chunker: ChunkerConfig::default(),
     };
+    let router = if config.router_enabled {
+        match load_router(&config.router_dir, &embedder) {
+            Ok(Some(router)) => Some(Arc::new(router)),
+            Ok(None) => {
+                tracing::warn!(
+                    dir = %config.router_dir.display(),
+                    "no trained router there: requests take `default_route` (train one with `switchyard router train`)"
+                );
+                None
+            }
+            Err(err) => return Err(RetrievalError::Router(err.to_string())),
+        }
+    } else {
+        None
+    };
     let store = Arc::new(IndexStore::open(&index_config, Arc::new(embedder)).await?);
     Ok(Retrieval {
         ingestor: Arc::new(Ingestor::new(store.clone())),
         retriever: Arc::new(HybridRetriever::new(store, search_config(config))),
+        router,
     })
 }

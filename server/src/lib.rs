@@ -14,7 +14,9 @@ pub mod index;
 pub mod metrics;
 pub mod openai;
 pub mod rag;
+pub mod routing;
 pub mod state;
+pub mod tools;
 
 pub use app::{load_engine, router, Server};
 pub use config::{Config, ConfigArgs, LogFormat};

@@ -1,9 +1,11 @@
 //! The `switchyard` binary: `serve` runs the server, `ingest` fills the document index,
-//! `eval retrieval` scores retrieval, `bench` measures generation against a baseline.
+//! `eval retrieval` scores retrieval, `router train|eval` trains and scores the intent router,
+//! `bench` measures generation against a baseline.
 
 mod bench;
 mod cli_eval;
 mod cli_ingest;
+mod cli_router;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -26,6 +28,9 @@ enum Command {
     /// Evaluate a component on a labelled set.
     #[command(subcommand)]
     Eval(cli_eval::EvalCommand),
+    /// Train or evaluate the intent router.
+    #[command(subcommand)]
+    Router(cli_router::RouterCommand),
     /// Measure TTFT, decode tok/s and throughput against a baseline server.
     Bench(bench::BenchArgs),
 }
@@ -86,6 +91,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Eval(command) => {
             init_logging(LogFormat::Text, "warn,qdrant_edge=error");
             cli_eval::run(command).await?
+        }
+        Command::Router(command) => {
+            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            cli_router::run(command)?
         }
         Command::Bench(args) => bench::run(args).await?,
     }

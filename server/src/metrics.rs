@@ -24,6 +24,10 @@ pub struct Metrics {
     pub index_chunks: IntGauge,
     pub ingest_total: IntCounterVec,
     pub route_total: IntCounterVec,
+    pub router_abstentions_total: IntCounterVec,
+    pub router_classification_seconds: HistogramVec,
+    pub router_confidence: HistogramVec,
+    pub route_fallbacks_total: IntCounterVec,
     pub citation_markers_removed_total: IntCounterVec,
 }
 
@@ -96,8 +100,42 @@ impl Metrics {
             ),
             route_total: counter(
                 "switchyard_route_decisions_total",
-                "Chat requests by route",
-                &["route"],
+                "Chat requests by route and by what decided it (client, router, default...)",
+                &["route", "decided_by"],
+            ),
+            router_abstentions_total: counter(
+                "switchyard_router_abstentions_total",
+                "Router predictions below their route's threshold (the fallback route was used)",
+                &["predicted"],
+            ),
+            router_classification_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_router_classification_duration_seconds",
+                        "Time to classify a query (embedding included)",
+                    )
+                    .buckets(STAGE_BUCKETS.to_vec()),
+                    &[],
+                )
+                .expect("valid histogram"),
+            ),
+            router_confidence: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_router_confidence",
+                        "The router's probability for its predicted route",
+                    )
+                    .buckets(vec![0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]),
+                    &["predicted"],
+                )
+                .expect("valid histogram"),
+            ),
+            route_fallbacks_total: counter(
+                "switchyard_route_fallbacks_total",
+                "Requests routed to `tool` that could not take it (no tools, tool_choice none)",
+                &["reason"],
             ),
             citation_markers_removed_total: counter(
                 "switchyard_citation_markers_removed_total",

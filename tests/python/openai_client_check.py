@@ -4,6 +4,7 @@ Usage: openai_client_check.py BASE_URL MODEL_ID   (run by tests/openai_client.rs
 Exits non-zero with a message on the first failed check.
 """
 
+import json
 import sys
 
 import openai
@@ -83,6 +84,16 @@ def main():
                                          max_tokens=4, temperature=0, extra_body={"route": "rag"})
     extra = rag.model_extra or {}
     check(extra.get("route") == "rag" and isinstance(extra.get("citations"), list), "rag: route and citations")
+
+    # Tool calls come back typed.
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    called = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Weather in Rome?"}],
+                                            tools=[weather], tool_choice="required", max_tokens=40)
+    calls = called.choices[0].message.tool_calls or []
+    check(called.choices[0].finish_reason == "tool_calls" and len(calls) == 1, "tool call: finish_reason tool_calls")
+    check(calls[0].function.name == "get_weather" and "city" in json.loads(calls[0].function.arguments),
+          f"tool call: get_weather with a city ({calls[0].function.arguments})")
 
     print("ALL CHECKS PASSED")
 

@@ -1,6 +1,7 @@
-//! `POST /v1/chat/completions`, plain JSON or Server-Sent Events, on the `simple` route
-//! (generate) or the `rag` route (retrieve, put the sources in the prompt, generate, check the
-//! answer's citation markers).
+//! `POST /v1/chat/completions`, plain JSON or Server-Sent Events. Each request takes a route
+//! (see `choose_route`): `simple` (generate), `rag` (retrieve, put the sources in the prompt,
+//! generate, check the answer's citation markers) or `tool` (a schema-constrained call of one
+//! of the request's tools).
 
 use std::convert::Infallible;
 
@@ -11,14 +12,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
 
-use adapters::{collect, EventStream, GenerationEvent, GenerationRequest};
+use adapters::{collect, EventStream, GenerationEvent, GenerationRequest, Role};
 
-use crate::config::Route;
+use crate::config::{Route, ToolSelection};
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
-use crate::openai::{ChatCompletionRequest, CompletionMeta, Delta, RetrievalInfo};
+use crate::openai::{
+    ChatCompletionRequest, CompletionMeta, Delta, RetrievalInfo, RoutingInfo, ToolCallDelta,
+};
 use crate::rag::{search_query, with_sources, Citation, MarkerFilter};
+use crate::routing::classify;
 use crate::state::{AppState, GenerationSlot};
+use crate::tools::{tool_set, ToolMode, ToolSet};
 
 /// Response header naming the route that answered.
 pub const ROUTE_HEADER: &str = "x-switchyard-route";
@@ -37,25 +42,31 @@ pub async fn completions(
         return Err(ApiError::ModelNotFound(request.model));
     }
     let mut generation = request.to_generation(state.config())?;
-    let route = request
-        .route
-        .unwrap_or(if state.config().retrieval_enabled {
-            state.config().default_route
-        } else {
-            Route::Simple
-        });
+    let tools = tool_set(&request)?;
     let backend = state.backend()?;
     let slot = state.admit()?;
+    let (route, routing) = choose_route(&state, &request, &generation, &tools).await?;
     state
         .metrics()
         .route_total
-        .with_label_values(&[route.as_str()])
+        .with_label_values(&[route.as_str(), routing.decided_by.as_str()])
         .inc();
-    let grounding = match route {
-        Route::Simple => None,
-        Route::Rag => Some(ground(&state, &mut generation).await?),
-    };
     let meta = CompletionMeta::new(&request.model);
+    if route == Route::Tool {
+        let mut tools = tools;
+        if tools.mode == ToolMode::Auto || tools.mode == ToolMode::Required {
+            if let Some(name) = select_tool(&state, &tools, &generation).await? {
+                tools.pick(&name);
+            }
+        }
+        let response =
+            tool_answer(backend, generation, &tools, &request, meta, routing, slot).await?;
+        return Ok(with_route_header(response, route));
+    }
+    let grounding = match route {
+        Route::Rag => Some(ground(&state, &mut generation).await?),
+        _ => None,
+    };
     let mut events = backend.generate(generation).await?;
 
     let response = if request.stream {
@@ -72,7 +83,7 @@ pub async fn completions(
             .is_some_and(|o| o.include_usage);
         let stream = SseAnswer {
             meta,
-            route,
+            routing,
             grounding,
             include_usage,
             state: state.clone(),
@@ -101,9 +112,230 @@ pub async fn completions(
         };
         completion.choices[0].message.content = Some(text);
         completion.route = Some(route.as_str().to_string());
+        completion.routing = Some(routing);
         Json(completion).into_response()
     };
     Ok(with_route_header(response, route))
+}
+
+/// Picks the route: pinned by the client, implied by `tool_choice` or a tool result, chosen
+/// by the trained router (or its fallback when it abstains), else the configured default. A
+/// `tool` route without usable tools becomes `simple`, and the response says why.
+async fn choose_route(
+    state: &AppState,
+    request: &ChatCompletionRequest,
+    generation: &GenerationRequest,
+    tools: &ToolSet,
+) -> Result<(Route, RoutingInfo)> {
+    let config = state.config();
+    let decided = |route: Route, decided_by: &str| (route, 1.0f32, decided_by.to_string(), None);
+    let last_is_tool_result = request
+        .messages
+        .last()
+        .is_some_and(|m| m.role == Role::Tool);
+    let router = state.retrieval().ok().and_then(|r| {
+        r.router
+            .clone()
+            .map(|router| (r.embedder().clone(), router))
+    });
+    let (mut route, confidence, decided_by, predicted) = if let Some(route) = request.route {
+        decided(route, "client")
+    } else if last_is_tool_result {
+        decided(Route::Simple, "tool_result")
+    } else if matches!(tools.mode, ToolMode::Required | ToolMode::Named(_)) {
+        decided(Route::Tool, "tool_choice")
+    } else if let (Some((embedder, router)), Some(query)) =
+        (router, search_query(&generation.messages))
+    {
+        let fallback = config.router_fallback_route;
+        let query = query.to_string();
+        let (decision, took) = tokio::task::spawn_blocking(move || {
+            classify(&embedder, &router, &query, fallback.as_str())
+        })
+        .await
+        .map_err(|e| ApiError::Embedder(e.to_string()))??;
+        let metrics = state.metrics();
+        metrics
+            .router_classification_seconds
+            .with_label_values::<&str>(&[])
+            .observe(took.as_secs_f64());
+        metrics
+            .router_confidence
+            .with_label_values(&[decision.predicted.as_str()])
+            .observe(decision.confidence as f64);
+        if decision.abstained {
+            metrics
+                .router_abstentions_total
+                .with_label_values(&[decision.predicted.as_str()])
+                .inc();
+        }
+        let route = Route::from_label(&decision.route).unwrap_or(fallback);
+        let by = if decision.abstained {
+            "router_abstained"
+        } else {
+            "router"
+        };
+        (
+            route,
+            decision.confidence,
+            by.to_string(),
+            Some(decision.predicted),
+        )
+    } else if config.retrieval_enabled {
+        decided(config.default_route, "default")
+    } else {
+        decided(Route::Simple, "default")
+    };
+    let mut fallback_reason = None;
+    if route == Route::Tool && tools.mode == ToolMode::Off {
+        let reason = if tools.tools.is_empty() {
+            "no_tools"
+        } else {
+            "tool_choice_none"
+        };
+        state
+            .metrics()
+            .route_fallbacks_total
+            .with_label_values(&[reason])
+            .inc();
+        fallback_reason = Some(if tools.tools.is_empty() {
+            "the route was tool but the request has no tools; answered on simple".to_string()
+        } else {
+            "the route was tool but tool_choice is none; answered on simple".to_string()
+        });
+        route = Route::Simple;
+    }
+    Ok((
+        route,
+        RoutingInfo {
+            route: route.as_str().to_string(),
+            confidence,
+            decided_by,
+            predicted,
+            fallback_reason,
+        },
+    ))
+}
+
+/// With `tool_selection = "embedding"` and several tools, the tool whose name and description
+/// are nearest to the last user message (cosine of MiniLM embeddings). Small models pick the
+/// wrong one of several tools (SmolLM2-135M called `get_time` for a weather question), while
+/// they fill the arguments of a given tool well.
+async fn select_tool(
+    state: &AppState,
+    tools: &ToolSet,
+    generation: &GenerationRequest,
+) -> Result<Option<String>> {
+    if state.config().tool_selection != ToolSelection::Embedding || tools.tools.len() < 2 {
+        return Ok(None);
+    }
+    let (Ok(retrieval), Some(query)) = (state.retrieval(), search_query(&generation.messages))
+    else {
+        return Ok(None);
+    };
+    let embedder = retrieval.embedder().clone();
+    let candidates = tools.tool_texts();
+    let query = query.to_string();
+    let best = tokio::task::spawn_blocking(move || -> retrieval::Result<Option<String>> {
+        let mut texts = vec![query];
+        texts.extend(candidates.iter().map(|(_, text)| text.clone()));
+        let vectors = embedder.embed(&texts)?;
+        let score = |v: &[f32]| -> f32 { v.iter().zip(&vectors[0]).map(|(a, b)| a * b).sum() };
+        Ok(candidates
+            .iter()
+            .zip(&vectors[1..])
+            .max_by(|a, b| score(a.1).total_cmp(&score(b.1)))
+            .map(|((name, _), _)| name.clone()))
+    })
+    .await
+    .map_err(|e| ApiError::Embedder(e.to_string()))??;
+    Ok(best)
+}
+
+/// The `tool` route: the output is constrained to a call of one of the request's tools and
+/// returned as OpenAI `tool_calls` (one JSON answer or a short SSE stream). Tool calls are
+/// decoded greedily: a sampled token could still match the schema, but greedy gives the
+/// model's best arguments.
+async fn tool_answer(
+    backend: std::sync::Arc<dyn adapters::Backend>,
+    mut generation: GenerationRequest,
+    tools: &ToolSet,
+    request: &ChatCompletionRequest,
+    meta: CompletionMeta,
+    routing: RoutingInfo,
+    slot: GenerationSlot,
+) -> Result<Response> {
+    generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
+    generation.json_schema = Some(tools.output_schema());
+    generation.sampling.temperature = 0.0;
+    generation.sampling.seed = None;
+    generation.sampling.stop.clear();
+    let output = collect(backend.generate(generation).await?).await?;
+    drop(slot);
+    let call = tools.parse_call(&output.text);
+    let mut completion = meta.completion(String::new(), output.finish_reason, output.usage);
+    completion.route = Some(Route::Tool.as_str().to_string());
+    completion.routing = Some(routing.clone());
+    match &call {
+        Some(call) => {
+            completion.choices[0].message.content = None;
+            completion.choices[0].message.tool_calls = Some(vec![call.clone()]);
+            completion.choices[0].finish_reason = "tool_calls".into();
+        }
+        // Cut short (max_tokens) before the call was complete: the partial text, as OpenAI
+        // returns a truncated answer.
+        None => completion.choices[0].message.content = Some(output.text.clone()),
+    }
+    if !request.stream {
+        return Ok(Json(completion).into_response());
+    }
+    let mut chunks = Vec::new();
+    let mut first = meta.chunk(
+        Delta {
+            role: Some("assistant".into()),
+            content: call.is_none().then(String::new),
+            tool_calls: None,
+        },
+        None,
+    );
+    first.route = completion.route.clone();
+    first.routing = Some(routing);
+    chunks.push(json_event(&first));
+    let finish = match call {
+        Some(call) => {
+            chunks.push(json_event(&meta.chunk(
+                Delta {
+                    tool_calls: Some(vec![ToolCallDelta { index: 0, call }]),
+                    ..Delta::default()
+                },
+                None,
+            )));
+            "tool_calls".to_string()
+        }
+        None => {
+            chunks.push(json_event(&meta.chunk(
+                Delta {
+                    content: Some(output.text),
+                    ..Delta::default()
+                },
+                None,
+            )));
+            completion.choices[0].finish_reason.clone()
+        }
+    };
+    let mut last = meta.chunk(Delta::default(), None);
+    last.choices[0].finish_reason = Some(finish);
+    chunks.push(json_event(&last));
+    if request
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage)
+    {
+        chunks.push(json_event(&meta.usage_chunk(output.usage)));
+    }
+    chunks.push(Event::default().data("[DONE]"));
+    let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+    Ok(Sse::new(stream).into_response())
 }
 
 fn with_route_header(mut response: Response, route: Route) -> Response {
@@ -177,7 +409,7 @@ fn json_event<T: serde::Serialize>(value: &T) -> Event {
 /// Everything a streamed answer needs besides the engine's events.
 struct SseAnswer {
     meta: CompletionMeta,
-    route: Route,
+    routing: RoutingInfo,
     grounding: Option<Grounding>,
     include_usage: bool,
     state: AppState,
@@ -196,7 +428,7 @@ impl SseAnswer {
     ) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
         let SseAnswer {
             meta,
-            route,
+            routing,
             grounding,
             include_usage,
             state,
@@ -208,8 +440,9 @@ impl SseAnswer {
                 None => (None, None),
             };
             let mut filter = citations.as_ref().map(|c| MarkerFilter::new(c.len()));
-            let mut first = meta.chunk(Delta { role: Some("assistant".into()), content: Some(String::new()) }, None);
-            first.route = Some(route.as_str().to_string());
+            let mut first = meta.chunk(Delta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None }, None);
+            first.route = Some(routing.route.clone());
+            first.routing = Some(routing);
             first.citations = citations;
             first.retrieval = info.clone();
             yield Ok(json_event(&first));
@@ -221,7 +454,7 @@ impl SseAnswer {
                             None => text,
                         };
                         if !text.is_empty() {
-                            yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(text) }, None)));
+                            yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(text), tool_calls: None }, None)));
                         }
                     }
                     Ok(GenerationEvent::Done { finish_reason, usage }) => {
@@ -229,7 +462,7 @@ impl SseAnswer {
                         if let (Some(filter), Some(info)) = (filter.as_mut(), info.as_mut()) {
                             let rest = filter.finish();
                             if !rest.is_empty() {
-                                yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(rest) }, None)));
+                                yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(rest), tool_calls: None }, None)));
                             }
                             record_markers(&state, filter, info);
                             last.retrieval = Some(info.clone());

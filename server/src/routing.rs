@@ -1,0 +1,266 @@
+//! The trained router in the server: training and evaluating it on the running embedder
+//! (`switchyard router train|eval`), loading it at start, and classifying a query.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use retrieval::{Embedder, EMBEDDING_DIMS, EMBEDDING_MODEL_ID};
+use router::artifact::{self, META_FILE};
+use router::{
+    evaluate, load_examples, stratified_split, Decision, EmbeddingModelRef, Evaluation, Example,
+    IntentClassifier, NearestNeighbours, RouterError, RouterMeta, TrainConfig, TrainingInfo,
+};
+
+/// Neighbours the baseline looks at (semantic-router's default top_k is 5).
+pub const BASELINE_K: usize = 5;
+
+/// A loaded router.
+pub struct RouterHandle {
+    pub classifier: IntentClassifier,
+    pub meta: RouterMeta,
+}
+
+/// The embedding model this server runs, as a router records it.
+pub fn embedding_ref(embedder: &Embedder) -> EmbeddingModelRef {
+    EmbeddingModelRef {
+        id: EMBEDDING_MODEL_ID.to_string(),
+        sha256: embedder.model_sha256().to_string(),
+        dims: EMBEDDING_DIMS,
+    }
+}
+
+/// Loads the router in `dir`; `None` when the folder has none.
+pub fn load_router(dir: &Path, embedder: &Embedder) -> Result<Option<RouterHandle>, RouterError> {
+    if !dir.join(META_FILE).is_file() {
+        return Ok(None);
+    }
+    let (classifier, meta) = artifact::load(dir, &embedding_ref(embedder))?;
+    Ok(Some(RouterHandle { classifier, meta }))
+}
+
+/// Classifies one query; returns the decision and the time it took (embedding included).
+pub fn classify(
+    embedder: &Embedder,
+    router: &RouterHandle,
+    query: &str,
+    fallback: &str,
+) -> retrieval::Result<(Decision, Duration)> {
+    let started = Instant::now();
+    let vector = embedder.embed(&[query])?.remove(0);
+    Ok((
+        router.classifier.decide(&vector, fallback),
+        started.elapsed(),
+    ))
+}
+
+/// Training options besides the model's own.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Share of each route held out for evaluation.
+    pub holdout: f64,
+    pub split_seed: u64,
+    /// Default threshold for every route.
+    pub threshold: f32,
+    pub config: TrainConfig,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            holdout: 0.2,
+            split_seed: 42,
+            threshold: 0.5,
+            config: TrainConfig::default(),
+        }
+    }
+}
+
+/// What training produced and how both models scored on the held-out split.
+pub struct TrainReport {
+    pub meta: RouterMeta,
+    pub classifier: Evaluation,
+    pub baseline: Evaluation,
+}
+
+fn route_indexes(routes: &[String], examples: &[&Example]) -> Vec<usize> {
+    examples
+        .iter()
+        .map(|e| {
+            routes
+                .iter()
+                .position(|r| *r == e.route)
+                .expect("route listed")
+        })
+        .collect()
+}
+
+/// Embeds the examples in batches, calling `progress(done, total)`.
+fn embed_all(
+    embedder: &Embedder,
+    examples: &[Example],
+    progress: &mut dyn FnMut(usize, usize),
+) -> retrieval::Result<Vec<Vec<f32>>> {
+    let mut vectors = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(32) {
+        let texts: Vec<&str> = chunk.iter().map(|e| e.query.as_str()).collect();
+        vectors.extend(embedder.embed(&texts)?);
+        progress(vectors.len(), examples.len());
+    }
+    Ok(vectors)
+}
+
+/// Trains a router on `data` (stratified held-out split), evaluates it and the
+/// nearest-neighbour baseline on the held-out part, and writes it to `out`.
+pub fn train_router(
+    embedder: &Embedder,
+    data: &Path,
+    out: &Path,
+    options: &TrainOptions,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<TrainReport, RoutingError> {
+    let (examples, data_sha256) = load_examples(data)?;
+    let mut routes: Vec<String> = examples.iter().map(|e| e.route.clone()).collect();
+    routes.sort();
+    routes.dedup();
+    if let Some(unknown) = routes
+        .iter()
+        .find(|r| crate::config::Route::from_label(r).is_none())
+    {
+        return Err(RouterError::Data(format!(
+            "route `{unknown}` is not one the server serves (simple, rag, tool)"
+        ))
+        .into());
+    }
+    let vectors = embed_all(embedder, &examples, &mut |done, total| {
+        progress("embedding", done, total)
+    })?;
+    let (train, held) = stratified_split(&examples, options.holdout, options.split_seed);
+    let pick = |idx: &[usize]| -> (Vec<Vec<f32>>, Vec<&Example>) {
+        (
+            idx.iter().map(|&i| vectors[i].clone()).collect(),
+            idx.iter().map(|&i| &examples[i]).collect(),
+        )
+    };
+    let (train_x, train_ex) = pick(&train);
+    let (held_x, held_ex) = pick(&held);
+    let train_y = route_indexes(&routes, &train_ex);
+    let held_y = route_indexes(&routes, &held_ex);
+    let epochs = options.config.epochs;
+    let mut classifier = IntentClassifier::train(
+        routes.clone(),
+        &train_x,
+        &train_y,
+        &options.config,
+        &mut |epoch, _loss| progress("training", epoch, epochs),
+    );
+    classifier.thresholds = vec![options.threshold; routes.len()];
+    let predicted: Vec<usize> = held_x.iter().map(|x| classifier.predict(x)).collect();
+    let classifier_eval = evaluate(&routes, &held_y, &predicted);
+    let baseline = NearestNeighbours::new(train_x, train_y, BASELINE_K);
+    let predicted: Vec<usize> = held_x.iter().map(|x| baseline.predict(x)).collect();
+    let baseline_eval = evaluate(&routes, &held_y, &predicted);
+    let meta = RouterMeta {
+        format_version: artifact::FORMAT_VERSION,
+        routes: routes.clone(),
+        thresholds: routes
+            .iter()
+            .map(|r| (r.clone(), options.threshold))
+            .collect(),
+        embedding_model: embedding_ref(embedder),
+        training: TrainingInfo {
+            data_sha256,
+            examples: examples.len(),
+            train_examples: train.len(),
+            heldout_examples: held.len(),
+            heldout_accuracy: classifier_eval.accuracy,
+            baseline_heldout_accuracy: baseline_eval.accuracy,
+            holdout: options.holdout,
+            split_seed: options.split_seed,
+            config: options.config.clone(),
+        },
+    };
+    artifact::save(out, &classifier, &meta)?;
+    Ok(TrainReport {
+        meta,
+        classifier: classifier_eval,
+        baseline: baseline_eval,
+    })
+}
+
+/// Evaluates the router in `router_dir` on `data`, and the baseline built from `train_data`.
+/// When `data` is the router's own training file, only its held-out split is scored (and
+/// the baseline indexes only the training split), so neither sees its test queries.
+pub fn eval_router(
+    embedder: &Embedder,
+    router_dir: &Path,
+    data: &Path,
+    train_data: &Path,
+) -> Result<(Evaluation, Evaluation, usize), RoutingError> {
+    let router = load_router(router_dir, embedder)?.ok_or_else(|| RouterError::Artifact {
+        path: router_dir.display().to_string(),
+        reason: "no router here (train one with `switchyard router train`)".into(),
+    })?;
+    let routes = router.meta.routes.clone();
+    let training = &router.meta.training;
+    let (train_examples, train_sha) = load_examples(train_data)?;
+    let (eval_examples, eval_sha) = load_examples(data)?;
+    let (train_idx, held_idx) =
+        stratified_split(&train_examples, training.holdout, training.split_seed);
+    let baseline_idx = if train_sha == training.data_sha256 {
+        train_idx
+    } else {
+        (0..train_examples.len()).collect()
+    };
+    let eval_set: Vec<Example> = if eval_sha == training.data_sha256 {
+        held_idx.iter().map(|&i| eval_examples[i].clone()).collect()
+    } else {
+        eval_examples
+    };
+    if let Some(e) = eval_set.iter().find(|e| !routes.contains(&e.route)) {
+        return Err(RouterError::Data(format!(
+            "route `{}` is not one of the router's {routes:?}",
+            e.route
+        ))
+        .into());
+    }
+    let eval_refs: Vec<&Example> = eval_set.iter().collect();
+    let labels = route_indexes(&routes, &eval_refs);
+    let eval_x = embed_all(embedder, &eval_set, &mut |_, _| {})?;
+    let predicted: Vec<usize> = eval_x
+        .iter()
+        .map(|x| router.classifier.predict(x))
+        .collect();
+    let classifier_eval = evaluate(&routes, &labels, &predicted);
+
+    let baseline_examples: Vec<Example> = baseline_idx
+        .iter()
+        .map(|&i| train_examples[i].clone())
+        .filter(|e| routes.contains(&e.route))
+        .collect();
+    let baseline_refs: Vec<&Example> = baseline_examples.iter().collect();
+    let baseline_x = embed_all(embedder, &baseline_examples, &mut |_, _| {})?;
+    let baseline = NearestNeighbours::new(
+        baseline_x,
+        route_indexes(&routes, &baseline_refs),
+        BASELINE_K,
+    );
+    let predicted: Vec<usize> = eval_x.iter().map(|x| baseline.predict(x)).collect();
+    Ok((
+        classifier_eval,
+        evaluate(&routes, &labels, &predicted),
+        eval_set.len(),
+    ))
+}
+
+/// Errors of training and evaluating: the router's or the embedder's.
+#[derive(Debug, thiserror::Error)]
+pub enum RoutingError {
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error(transparent)]
+    Retrieval(#[from] retrieval::RetrievalError),
+}
+
+/// Shared handle type for the state.
+pub type SharedRouter = Arc<RouterHandle>;

@@ -1,0 +1,313 @@
+//! The `tool` route: checks a request's `tools` and `tool_choice`, builds the JSON schema that
+//! constrains the model's output to a call of one of them, and turns that output into
+//! OpenAI `tool_calls`.
+
+use serde_json::{json, Value};
+
+use adapters::{ChatMessage, Role};
+
+use crate::error::{ApiError, Result};
+use crate::openai::{
+    ChatCompletionRequest, FunctionCall, FunctionSpec, ToolCall, ToolChoice, ToolChoiceMode,
+};
+
+/// At most this many tools per request (OpenAI's limit).
+pub const MAX_TOOLS: usize = 128;
+
+/// What the request allows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolMode {
+    /// No tools, or `tool_choice: "none"`: never a tool call.
+    Off,
+    /// The router decides.
+    Auto,
+    /// A call of any tool is required.
+    Required,
+    /// A call of this tool is required.
+    Named(String),
+}
+
+/// A request's checked tools.
+#[derive(Debug, Clone)]
+pub struct ToolSet {
+    pub tools: Vec<FunctionSpec>,
+    pub mode: ToolMode,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Checks `tools` and `tool_choice`.
+pub fn tool_set(request: &ChatCompletionRequest) -> Result<ToolSet> {
+    let tools = request.tools.clone().unwrap_or_default();
+    if tools.len() > MAX_TOOLS {
+        return Err(ApiError::invalid(
+            format!("at most {MAX_TOOLS} tools"),
+            "tools",
+        ));
+    }
+    let mut functions = Vec::with_capacity(tools.len());
+    for tool in tools {
+        if tool.kind != "function" {
+            return Err(ApiError::invalid(
+                format!(
+                    "tool type `{}` is not supported; only `function` is",
+                    tool.kind
+                ),
+                "tools",
+            ));
+        }
+        let name = &tool.function.name;
+        if !valid_name(name) {
+            return Err(ApiError::invalid(
+                format!("tool name `{name}` must be 1-64 letters, digits, `_` or `-`"),
+                "tools",
+            ));
+        }
+        if functions.iter().any(|f: &FunctionSpec| f.name == *name) {
+            return Err(ApiError::invalid(
+                format!("tool `{name}` is listed twice"),
+                "tools",
+            ));
+        }
+        match &tool.function.parameters {
+            None => {}
+            Some(Value::Object(schema)) if schema.get("type").is_none_or(|t| t == "object") => {}
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("parameters of `{name}` must be a JSON schema of an object"),
+                    "tools",
+                ))
+            }
+        }
+        functions.push(tool.function);
+    }
+    let mode = match &request.tool_choice {
+        _ if functions.is_empty() => match &request.tool_choice {
+            None | Some(ToolChoice::Mode(ToolChoiceMode::None | ToolChoiceMode::Auto)) => {
+                ToolMode::Off
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "tool_choice asks for a tool call but the request has no tools",
+                    "tool_choice",
+                ))
+            }
+        },
+        Some(ToolChoice::Mode(ToolChoiceMode::None)) => ToolMode::Off,
+        None | Some(ToolChoice::Mode(ToolChoiceMode::Auto)) => ToolMode::Auto,
+        Some(ToolChoice::Mode(ToolChoiceMode::Required)) => ToolMode::Required,
+        Some(ToolChoice::Named(named)) => {
+            if named.kind != "function" || !functions.iter().any(|f| f.name == named.function.name)
+            {
+                return Err(ApiError::invalid(
+                    format!(
+                        "tool_choice names `{}`, which is not in tools",
+                        named.function.name
+                    ),
+                    "tool_choice",
+                ));
+            }
+            ToolMode::Named(named.function.name.clone())
+        }
+    };
+    Ok(ToolSet {
+        tools: functions,
+        mode,
+    })
+}
+
+impl ToolSet {
+    /// Narrows the callable tools to `name` (a tool picked for the model).
+    pub fn pick(&mut self, name: &str) {
+        if self.tools.iter().any(|f| f.name == name) {
+            self.mode = ToolMode::Named(name.to_string());
+        }
+    }
+
+    /// Text describing a tool for embedding-based selection: its name in words and its
+    /// description.
+    pub fn tool_texts(&self) -> Vec<(String, String)> {
+        self.tools
+            .iter()
+            .map(|f| {
+                let words = f.name.replace(['_', '-'], " ");
+                let text = match &f.description {
+                    Some(d) => format!("{words}: {d}"),
+                    None => words,
+                };
+                (f.name.clone(), text)
+            })
+            .collect()
+    }
+
+    /// The tools a call may use: all, or the named one.
+    fn callable(&self) -> Vec<&FunctionSpec> {
+        match &self.mode {
+            ToolMode::Named(name) => self.tools.iter().filter(|f| f.name == *name).collect(),
+            _ => self.tools.iter().collect(),
+        }
+    }
+
+    /// The schema of the model's whole output: `{"name": <tool>, "arguments": {...}}` for one
+    /// of the callable tools.
+    pub fn output_schema(&self) -> Value {
+        let options: Vec<Value> = self
+            .callable()
+            .into_iter()
+            .map(|f| {
+                let parameters = f
+                    .parameters
+                    .clone()
+                    .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": f.name},
+                        "arguments": parameters,
+                    },
+                    "required": ["name", "arguments"],
+                    "additionalProperties": false,
+                })
+            })
+            .collect();
+        if options.len() == 1 {
+            options.into_iter().next().expect("one option")
+        } else {
+            json!({"anyOf": options})
+        }
+    }
+
+    /// The system message that lists the tools; a client's own system message comes first.
+    pub fn with_tool_prompt(&self, messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+        let mut prompt: Vec<String> = messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.clone())
+            .collect();
+        let mut tools = String::from(
+            "You can call these tools. Answer with one JSON object {\"name\": <tool name>, \
+             \"arguments\": {...}} that calls the tool serving the user's request, with \
+             arguments taken from the request.\n",
+        );
+        for f in self.callable() {
+            tools.push_str(&format!("\n- {}", f.name));
+            if let Some(description) = &f.description {
+                tools.push_str(&format!(": {description}"));
+            }
+            if let Some(parameters) = &f.parameters {
+                tools.push_str(&format!("\n  parameters: {parameters}"));
+            }
+        }
+        prompt.push(tools);
+        let mut out = vec![ChatMessage::new(Role::System, prompt.join("\n\n"))];
+        out.extend(messages.into_iter().filter(|m| m.role != Role::System));
+        out
+    }
+
+    /// The tool call in the model's (schema-constrained) output; `None` when the output was
+    /// cut short (e.g. by `max_tokens`) and does not parse.
+    pub fn parse_call(&self, output: &str) -> Option<ToolCall> {
+        let value: Value = serde_json::from_str(output.trim()).ok()?;
+        let name = value.get("name")?.as_str()?;
+        self.callable().iter().find(|f| f.name == name)?;
+        let arguments = value.get("arguments")?;
+        Some(ToolCall {
+            id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.to_string(),
+                arguments: arguments.to_string(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> ChatCompletionRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn weather_and_time(choice: Value) -> ChatCompletionRequest {
+        request(json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+                {"type": "function", "function": {"name": "get_time", "description": "Current time", "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}}}}
+            ],
+            "tool_choice": choice,
+        }))
+    }
+
+    #[test]
+    fn modes_follow_tool_choice() {
+        assert_eq!(
+            tool_set(&weather_and_time(json!("auto"))).unwrap().mode,
+            ToolMode::Auto
+        );
+        assert_eq!(
+            tool_set(&weather_and_time(json!("none"))).unwrap().mode,
+            ToolMode::Off
+        );
+        assert_eq!(
+            tool_set(&weather_and_time(json!("required"))).unwrap().mode,
+            ToolMode::Required
+        );
+        let named = json!({"type": "function", "function": {"name": "get_time"}});
+        assert_eq!(
+            tool_set(&weather_and_time(named)).unwrap().mode,
+            ToolMode::Named("get_time".into())
+        );
+        let unknown = json!({"type": "function", "function": {"name": "nope"}});
+        assert!(tool_set(&weather_and_time(unknown)).is_err());
+        let no_tools = request(json!({"model": "m", "messages": [], "tool_choice": "required"}));
+        assert!(tool_set(&no_tools).is_err());
+    }
+
+    #[test]
+    fn bad_tools_are_refused() {
+        for tools in [
+            json!([{"type": "retrieval", "function": {"name": "x"}}]),
+            json!([{"type": "function", "function": {"name": "has space"}}]),
+            json!([{"type": "function", "function": {"name": "x", "parameters": {"type": "string"}}}]),
+            json!([{"type": "function", "function": {"name": "x"}}, {"type": "function", "function": {"name": "x"}}]),
+        ] {
+            let r = request(json!({"model": "m", "messages": [], "tools": tools}));
+            assert!(tool_set(&r).is_err(), "{tools}");
+        }
+    }
+
+    #[test]
+    fn schema_and_parsing_cover_the_callable_tools() {
+        let set = tool_set(&weather_and_time(json!("auto"))).unwrap();
+        let schema = set.output_schema();
+        assert_eq!(schema["anyOf"].as_array().unwrap().len(), 2);
+        let call = set
+            .parse_call(r#"{"name": "get_weather", "arguments": {"city": "Oslo"}}"#)
+            .unwrap();
+        assert_eq!(call.function.name, "get_weather");
+        assert_eq!(call.function.arguments, r#"{"city":"Oslo"}"#);
+        assert!(set.parse_call(r#"{"name": "get_weather", "argu"#).is_none());
+        assert!(set
+            .parse_call(r#"{"name": "rm_rf", "arguments": {}}"#)
+            .is_none());
+        let named = json!({"type": "function", "function": {"name": "get_time"}});
+        let set = tool_set(&weather_and_time(named)).unwrap();
+        assert_eq!(
+            set.output_schema()["properties"]["name"]["const"],
+            "get_time"
+        );
+        let prompt = set.with_tool_prompt(vec![ChatMessage::new(Role::User, "time?")]);
+        assert!(prompt[0].content.contains("- get_time: Current time"));
+        assert!(!prompt[0].content.contains("get_weather"));
+    }
+}
