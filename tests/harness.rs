@@ -38,6 +38,7 @@ pub fn test_config() -> Config {
         model_path: model_path(),
         models_dir: workspace_root().join("models"),
         retrieval_enabled: false,
+        router_enabled: false,
         default_route: switchyard_server::config::Route::Simple,
         ..Config::default()
     }

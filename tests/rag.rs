@@ -449,7 +449,7 @@ async fn retrieval_metrics_move_with_a_rag_request() {
         "switchyard_retrieval_stage_duration_seconds_count{stage=\"embed\"}",
         "switchyard_retrieval_stage_duration_seconds_count{stage=\"vector\"}",
         "switchyard_retrieval_stage_duration_seconds_count{stage=\"fusion\"}",
-        "switchyard_route_decisions_total{route=\"rag\"}",
+        "switchyard_route_decisions_total{decided_by=\"default\",route=\"rag\"}",
         "switchyard_retrieval_results_count{route=\"rag\"}",
     ] {
         assert!(

@@ -55,6 +55,7 @@ async fn routed_server() -> &'static TestServer {
             let index = tempfile::tempdir().unwrap();
             let mut config = rag_config(index.path());
             config.router_dir = router;
+            config.router_enabled = true;
             let server = TestServer::start_ready(config);
             server.wait_index_ready(Duration::from_secs(120));
             Routed {
@@ -164,6 +165,12 @@ async fn the_router_picks_routes_and_says_so() {
         assert_eq!(routing["predicted"], route);
         let confidence = routing["confidence"].as_f64().unwrap();
         assert!((0.5..=1.0).contains(&confidence), "{routing}");
+        let header: f64 = headers["x-switchyard-route-confidence"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((header - confidence).abs() < 1e-3);
         assert_eq!(body.get("citations").is_some(), route == "rag", "{body}");
     }
     // The router says `tool`, the request has no tools: answered on simple, and said so.
@@ -337,6 +344,7 @@ async fn below_threshold_the_router_abstains_to_the_fallback_route() {
     let index = tempfile::tempdir().unwrap();
     let mut config = rag_config(index.path());
     config.router_dir = dir.path().to_path_buf();
+    config.router_enabled = true;
     config.router_fallback_route = switchyard_server::config::Route::Simple;
     let server = TestServer::start_ready(config);
     server.wait_index_ready(Duration::from_secs(120));
@@ -378,6 +386,7 @@ async fn a_router_of_another_embedding_model_is_refused_at_start() {
     let index = tempfile::tempdir().unwrap();
     let mut config = rag_config(index.path());
     config.router_dir = dir.path().to_path_buf();
+    config.router_enabled = true;
     config.model_path = "/nonexistent.gguf".into();
     let server = TestServer::start(config);
     let start = std::time::Instant::now();

@@ -130,6 +130,9 @@ pub struct Config {
     pub default_route: Route,
     /// Tenant of documents and searches when a request names none.
     pub default_tenant: String,
+    /// The routes this server serves; a router whose labels are not all here is refused, and
+    /// a request pinning another route gets 400.
+    pub routes: Vec<Route>,
     /// Route requests with the trained router in `router_dir` (when it exists).
     pub router_enabled: bool,
     /// Folder of the trained router (`switchyard router train --out`).
@@ -169,6 +172,7 @@ impl Default for Config {
             retrieval_timeout_ms: 2000,
             default_route: Route::Rag,
             default_tenant: "default".to_string(),
+            routes: vec![Route::Simple, Route::Rag, Route::Tool],
             router_enabled: true,
             router_dir: PathBuf::from("models/router"),
             router_fallback_route: Route::Rag,
@@ -232,6 +236,9 @@ pub struct ConfigArgs {
     pub default_route: Option<Route>,
     #[arg(long, env = "SWITCHYARD_DEFAULT_TENANT")]
     pub default_tenant: Option<String>,
+    /// Comma-separated, e.g. `simple,rag`.
+    #[arg(long, env = "SWITCHYARD_ROUTES", value_enum, value_delimiter = ',')]
+    pub routes: Option<Vec<Route>>,
     #[arg(long, env = "SWITCHYARD_ROUTER_ENABLED")]
     pub router_enabled: Option<bool>,
     #[arg(long, env = "SWITCHYARD_ROUTER_DIR")]
@@ -313,6 +320,7 @@ impl Config {
         set(&mut self.retrieval_timeout_ms, &args.retrieval_timeout_ms);
         set(&mut self.default_route, &args.default_route);
         set(&mut self.default_tenant, &args.default_tenant);
+        set(&mut self.routes, &args.routes);
         set(&mut self.router_enabled, &args.router_enabled);
         set(&mut self.router_dir, &args.router_dir);
         set(&mut self.router_fallback_route, &args.router_fallback_route);
@@ -358,6 +366,22 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "fusion_weights takes two non-negative numbers: BM25, dense".into(),
             ));
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::Invalid(
+                "routes must name at least one route".into(),
+            ));
+        }
+        for (name, route) in [
+            ("default_route", self.default_route),
+            ("router_fallback_route", self.router_fallback_route),
+        ] {
+            if !self.routes.contains(&route) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} `{}` is not in routes",
+                    route.as_str()
+                )));
+            }
         }
         if self.rag_top_k > self.retrieval_candidates {
             return Err(ConfigError::Invalid(format!(
@@ -445,5 +469,14 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_in_flight"));
+        let config = Config {
+            routes: vec![Route::Simple, Route::Tool],
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("default_route `rag` is not in routes"),
+            "{err}"
+        );
     }
 }

@@ -60,7 +60,21 @@ pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
     };
     let router = if config.router_enabled {
         match load_router(&config.router_dir, &embedder) {
-            Ok(Some(router)) => Some(Arc::new(router)),
+            Ok(Some(router)) => {
+                let served: Vec<&str> = config.routes.iter().map(|r| r.as_str()).collect();
+                if let Some(label) = router
+                    .meta
+                    .routes
+                    .iter()
+                    .find(|r| !served.contains(&r.as_str()))
+                {
+                    return Err(RetrievalError::Router(format!(
+                        "the router in {} predicts `{label}`, which is not in this server's routes {served:?}",
+                        config.router_dir.display()
+                    )));
+                }
+                Some(Arc::new(router))
+            }
             Ok(None) => {
                 tracing::warn!(
                     dir = %config.router_dir.display(),

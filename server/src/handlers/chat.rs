@@ -27,6 +27,8 @@ use crate::tools::{tool_set, ToolMode, ToolSet};
 
 /// Response header naming the route that answered.
 pub const ROUTE_HEADER: &str = "x-switchyard-route";
+/// Response header with the route's confidence (1 when not chosen by the router).
+pub const CONFIDENCE_HEADER: &str = "x-switchyard-route-confidence";
 
 /// What the `rag` route found before generating.
 struct Grounding {
@@ -52,6 +54,7 @@ pub async fn completions(
         .with_label_values(&[route.as_str(), routing.decided_by.as_str()])
         .inc();
     let meta = CompletionMeta::new(&request.model);
+    let confidence = routing.confidence;
     if route == Route::Tool {
         let mut tools = tools;
         if tools.mode == ToolMode::Auto || tools.mode == ToolMode::Required {
@@ -61,7 +64,7 @@ pub async fn completions(
         }
         let response =
             tool_answer(backend, generation, &tools, &request, meta, routing, slot).await?;
-        return Ok(with_route_header(response, route));
+        return Ok(with_route_header(response, route, confidence));
     }
     let grounding = match route {
         Route::Rag => Some(ground(&state, &mut generation).await?),
@@ -115,7 +118,7 @@ pub async fn completions(
         completion.routing = Some(routing);
         Json(completion).into_response()
     };
-    Ok(with_route_header(response, route))
+    Ok(with_route_header(response, route, confidence))
 }
 
 /// Picks the route: pinned by the client, implied by `tool_choice` or a tool result, chosen
@@ -139,6 +142,12 @@ async fn choose_route(
             .map(|router| (r.embedder().clone(), router))
     });
     let (mut route, confidence, decided_by, predicted) = if let Some(route) = request.route {
+        if !config.routes.contains(&route) {
+            return Err(ApiError::invalid(
+                format!("route `{}` is not served here", route.as_str()),
+                "route",
+            ));
+        }
         decided(route, "client")
     } else if last_is_tool_result {
         decided(Route::Simple, "tool_result")
@@ -338,10 +347,12 @@ async fn tool_answer(
     Ok(Sse::new(stream).into_response())
 }
 
-fn with_route_header(mut response: Response, route: Route) -> Response {
-    response
-        .headers_mut()
-        .insert(ROUTE_HEADER, HeaderValue::from_static(route.as_str()));
+fn with_route_header(mut response: Response, route: Route, confidence: f32) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(ROUTE_HEADER, HeaderValue::from_static(route.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&format!("{confidence:.4}")) {
+        headers.insert(CONFIDENCE_HEADER, value);
+    }
     response
 }
 
