@@ -6,8 +6,10 @@
 //! (serialization, adapters, instances) without touching HTTP code.
 
 mod backend;
+pub mod convert;
 mod counter;
 mod error;
+mod json_end;
 mod mistral;
 mod seeded;
 mod stop;

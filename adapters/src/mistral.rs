@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use mistralrs::{
-    GgufModelBuilder, Model, RequestBuilder, Response, StopTokens, TextMessageRole, TokenSource,
+    GgufModelBuilder, Model, ModelDType, RequestBuilder, Response, StopTokens, TextMessageRole,
+    TextModelBuilder, TokenSource,
 };
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::counter::TokenCounter;
+use crate::json_end::JsonEnd;
 use crate::seeded::SeededSampler;
 use crate::stop::StopFilter;
 use crate::{
@@ -82,26 +84,22 @@ pub struct MistralRsBackend {
 }
 
 impl MistralRsBackend {
-    /// Loads `instances` copies of the model. Only local files are read: the model directory
-    /// exists, so mistral.rs resolves every file locally, and no token source is consulted.
+    /// Loads `instances` copies of the model: a GGUF file, or a Hugging Face-layout folder
+    /// (safetensors + config.json + tokenizer.json, e.g. `convert::convert_gguf`'s output).
+    /// Only local files are read: the model path exists, so mistral.rs resolves every file
+    /// locally, and no token source is consulted.
     pub async fn load(config: EngineConfig) -> Result<Self> {
         let path = config
             .model_path
             .canonicalize()
             .map_err(|e| EngineError::Load(format!("{}: {e}", config.model_path.display())))?;
-        let (dir, file) = split_model_path(&path)?;
         let mut models = Vec::with_capacity(config.instances.max(1));
         for _ in 0..config.instances.max(1) {
-            let builder = GgufModelBuilder::new(dir.clone(), vec![file.clone()])
-                .with_token_source(TokenSource::None)
-                .with_max_num_seqs(1)
-                .with_prefix_cache_n(None);
-            #[cfg(not(feature = "cuda"))]
-            let builder = builder.with_force_cpu();
-            let model = builder
-                .build()
-                .await
-                .map_err(|e| EngineError::Load(format!("{}: {e:#}", path.display())))?;
+            let model = if path.is_dir() {
+                load_safetensors(&path).await?
+            } else {
+                load_gguf(&path).await?
+            };
             models.push(Arc::new(model));
         }
         let count = models.len();
@@ -113,6 +111,40 @@ impl MistralRsBackend {
             }),
         })
     }
+}
+
+async fn load_gguf(path: &Path) -> Result<Model> {
+    let (dir, file) = split_model_path(path)?;
+    let builder = GgufModelBuilder::new(dir, vec![file])
+        .with_token_source(TokenSource::None)
+        .with_max_num_seqs(1)
+        .with_prefix_cache_n(None);
+    #[cfg(not(feature = "cuda"))]
+    let builder = builder.with_force_cpu();
+    builder
+        .build()
+        .await
+        .map_err(|e| EngineError::Load(format!("{}: {e:#}", path.display())))
+}
+
+async fn load_safetensors(dir: &Path) -> Result<Model> {
+    if !dir.join("config.json").is_file() {
+        return Err(EngineError::Load(format!(
+            "{} has no config.json (a model folder needs safetensors, config.json, tokenizer.json)",
+            dir.display()
+        )));
+    }
+    let builder = TextModelBuilder::new(dir.display().to_string())
+        .with_token_source(TokenSource::None)
+        .with_dtype(ModelDType::F32)
+        .with_max_num_seqs(1)
+        .with_prefix_cache_n(None);
+    #[cfg(not(feature = "cuda"))]
+    let builder = builder.with_force_cpu();
+    builder
+        .build()
+        .await
+        .map_err(|e| EngineError::Load(format!("{}: {e:#}", dir.display())))
 }
 
 fn split_model_path(path: &Path) -> Result<(String, String)> {
@@ -187,9 +219,11 @@ async fn run_generation(
     counter: TokenCounter,
     max_tokens: usize,
     stops: Vec<String>,
+    json: bool,
     events: mpsc::UnboundedSender<Result<GenerationEvent>>,
 ) {
     let model = lease.model.clone().expect("a lease holds a model");
+    let mut json_end = json.then(JsonEnd::default);
     let mut stream = match model.stream_chat_request(builder).await {
         Ok(stream) => stream,
         Err(err) => {
@@ -221,8 +255,28 @@ async fn run_generation(
             continue;
         };
         if let Some(text) = &choice.delta.content {
-            let released = filter.push(text);
+            let mut released = filter.push(text);
+            let json_done = match json_end.as_mut().and_then(|end| end.push(&released)) {
+                Some(end) => {
+                    released.truncate(end);
+                    true
+                }
+                None => false,
+            };
             if !released.is_empty() && events.send(Ok(GenerationEvent::Delta(released))).is_err() {
+                return;
+            }
+            if json_done {
+                // The constrained value is complete: stop here (dropping the stream cancels
+                // the sequence) rather than decode to max_tokens.
+                let usage = Usage {
+                    prompt_tokens: counter.prompt_tokens(),
+                    completion_tokens: counter.completion_tokens(),
+                };
+                let _ = events.send(Ok(GenerationEvent::Done {
+                    finish_reason: FinishReason::Stop,
+                    usage,
+                }));
                 return;
             }
         }
@@ -307,6 +361,7 @@ impl Backend for MistralRsBackend {
             counter,
             request.sampling.max_tokens,
             request.sampling.stop,
+            request.json_schema.is_some(),
             tx,
         ));
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))

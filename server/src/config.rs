@@ -70,6 +70,17 @@ impl Route {
     }
 }
 
+/// How `rag` answers are written when the request sets no `response_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerFormat {
+    /// Prose with `[n]` markers.
+    Text,
+    /// `{answer, citations: [{index, quote}]}`, enforced by constrained decoding; quotes are
+    /// checked against their source.
+    Json,
+}
+
 /// Who picks the tool on the `tool` route when the request allows several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -124,6 +135,8 @@ pub struct Config {
     pub retrieval_candidates: usize,
     /// Chunks put in the prompt (and returned as citations) on the `rag` route.
     pub rag_top_k: usize,
+    /// `text` or `json` answers on the `rag` route.
+    pub rag_answer_format: AnswerFormat,
     /// Deadline of each retrieval stage (embedding, BM25, vector search), in milliseconds.
     pub retrieval_timeout_ms: u64,
     /// Route of a chat request that does not pin one with `"route"`.
@@ -169,6 +182,7 @@ impl Default for Config {
             fusion_weights: vec![1.0, 1.0],
             retrieval_candidates: 50,
             rag_top_k: 4,
+            rag_answer_format: AnswerFormat::Text,
             retrieval_timeout_ms: 2000,
             default_route: Route::Rag,
             default_tenant: "default".to_string(),
@@ -230,6 +244,8 @@ pub struct ConfigArgs {
     pub retrieval_candidates: Option<usize>,
     #[arg(long, env = "SWITCHYARD_RAG_TOP_K")]
     pub rag_top_k: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_RAG_ANSWER_FORMAT", value_enum)]
+    pub rag_answer_format: Option<AnswerFormat>,
     #[arg(long, env = "SWITCHYARD_RETRIEVAL_TIMEOUT_MS")]
     pub retrieval_timeout_ms: Option<u64>,
     #[arg(long, env = "SWITCHYARD_DEFAULT_ROUTE", value_enum)]
@@ -317,6 +333,7 @@ impl Config {
         set(&mut self.fusion_weights, &args.fusion_weights);
         set(&mut self.retrieval_candidates, &args.retrieval_candidates);
         set(&mut self.rag_top_k, &args.rag_top_k);
+        set(&mut self.rag_answer_format, &args.rag_answer_format);
         set(&mut self.retrieval_timeout_ms, &args.retrieval_timeout_ms);
         set(&mut self.default_route, &args.default_route);
         set(&mut self.default_tenant, &args.default_tenant);

@@ -28,6 +28,13 @@ enum Command {
     /// Evaluate a component on a labelled set.
     #[command(subcommand)]
     Eval(cli_eval::EvalCommand),
+    /// Convert a llama GGUF into a Hugging Face-layout safetensors model (the LoRA base).
+    Convert {
+        #[arg(long)]
+        gguf: std::path::PathBuf,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Train or evaluate the intent router.
     #[command(subcommand)]
     Router(cli_router::RouterCommand),
@@ -95,6 +102,19 @@ async fn main() -> anyhow::Result<()> {
         Command::Router(command) => {
             init_logging(LogFormat::Text, "warn,qdrant_edge=error");
             cli_router::run(command)?
+        }
+        Command::Convert { gguf, out } => {
+            let started = std::time::Instant::now();
+            let report = adapters::convert::convert_gguf(&gguf, &out)?;
+            println!(
+                "wrote {}: {} tensors, {} parameters (f32), vocabulary {}, tied embeddings {}, in {:.1}s",
+                out.display(),
+                report.tensors,
+                report.parameters,
+                report.vocab_size,
+                report.tied_embeddings,
+                started.elapsed().as_secs_f64()
+            );
         }
         Command::Bench(args) => bench::run(args).await?,
     }

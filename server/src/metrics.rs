@@ -29,6 +29,7 @@ pub struct Metrics {
     pub router_confidence: HistogramVec,
     pub route_fallbacks_total: IntCounterVec,
     pub citation_markers_removed_total: IntCounterVec,
+    pub citation_quotes_invalid_total: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -140,6 +141,11 @@ impl Metrics {
             citation_markers_removed_total: counter(
                 "switchyard_citation_markers_removed_total",
                 "Citation markers in answers that pointed at no provided source",
+                &["route"],
+            ),
+            citation_quotes_invalid_total: counter(
+                "switchyard_citation_quotes_invalid_total",
+                "Quotes in JSON answers not found in their cited source (removed, or flagged when streamed)",
                 &["route"],
             ),
             registry,

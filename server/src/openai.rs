@@ -42,11 +42,68 @@ pub struct ChatCompletionRequest {
     /// Extension: pins the route instead of asking the router.
     #[serde(default)]
     pub route: Option<Route>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {name, schema, strict}}`.
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
     /// Functions the model may call (the `tool` route).
     #[serde(default)]
     pub tools: Option<Vec<ToolSpec>>,
     #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
+}
+
+/// OpenAI `response_format`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { json_schema: JsonSchemaFormat },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct JsonSchemaFormat {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    /// Accepted for compatibility: every schema given here is enforced by constrained decoding.
+    #[serde(default)]
+    pub strict: Option<bool>,
+}
+
+impl ResponseFormat {
+    /// The JSON schema the output is constrained to; `None` for free text.
+    pub fn schema(&self) -> Result<Option<serde_json::Value>> {
+        match self {
+            ResponseFormat::Text => Ok(None),
+            ResponseFormat::JsonObject => Ok(Some(serde_json::json!({"type": "object"}))),
+            ResponseFormat::JsonSchema { json_schema } => {
+                let name_ok = !json_schema.name.is_empty()
+                    && json_schema.name.len() <= 64
+                    && json_schema
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !name_ok {
+                    return Err(ApiError::invalid(
+                        "response_format.json_schema.name must be 1-64 letters, digits, `_` or `-`",
+                        "response_format",
+                    ));
+                }
+                match &json_schema.schema {
+                    Some(schema @ serde_json::Value::Object(_)) => Ok(Some(schema.clone())),
+                    Some(_) => Err(ApiError::invalid(
+                        "response_format.json_schema.schema must be a JSON schema object",
+                        "response_format",
+                    )),
+                    // OpenAI allows no schema: any JSON object.
+                    None => Ok(Some(serde_json::json!({"type": "object"}))),
+                }
+            }
+        }
+    }
 }
 
 /// One tool of a request: `{"type": "function", "function": {name, description?, parameters?}}`.
@@ -240,7 +297,10 @@ impl ChatCompletionRequest {
                 stop,
                 seed: self.seed.map(|s| s as u64),
             },
-            json_schema: None,
+            json_schema: match &self.response_format {
+                Some(format) => format.schema()?,
+                None => None,
+            },
         })
     }
 }
@@ -345,6 +405,10 @@ pub struct RetrievalInfo {
     /// Markers removed from the answer because they named no provided source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid_markers_removed: Option<usize>,
+    /// JSON answers: citations whose quote is not in the cited source. Removed from a JSON
+    /// response; counted (flagged) on a stream, whose text is already sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_quotes: Option<usize>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

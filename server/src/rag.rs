@@ -97,6 +97,100 @@ pub fn search_query(messages: &[ChatMessage]) -> Option<&str> {
         .filter(|c| !c.trim().is_empty())
 }
 
+const JSON_INSTRUCTIONS: &str = "Answer as a JSON object {\"answer\": string, \"citations\": [{\"index\": source number, \"quote\": a passage copied word for word from that source}]}.";
+
+/// The schema of a JSON `rag` answer with `sources` sources: `{answer, citations: [{index,
+/// quote}]}`, the index limited to the sources given.
+pub fn answer_schema(sources: usize) -> serde_json::Value {
+    let indexes: Vec<usize> = (1..=sources.max(1)).collect();
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string"},
+            "citations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer", "enum": indexes},
+                        "quote": {"type": "string"}
+                    },
+                    "required": ["index", "quote"],
+                    "additionalProperties": false
+                }
+            }
+        },
+        "required": ["answer", "citations"],
+        "additionalProperties": false
+    })
+}
+
+/// Adds the JSON answer instructions to the system message built by [`with_sources`].
+pub fn with_json_instructions(mut messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    if let Some(system) = messages.iter_mut().find(|m| m.role == Role::System) {
+        system.content.push_str("\n\n");
+        system.content.push_str(JSON_INSTRUCTIONS);
+    }
+    messages
+}
+
+fn normalize_ws(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The outcome of checking a JSON answer's quotes against its sources.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteCheck {
+    /// The answer with only verified citations (re-serialised), or the original text when it
+    /// did not parse.
+    pub content: String,
+    /// Source numbers with at least one verified quote.
+    pub cited: Vec<usize>,
+    /// Citations removed: unknown source, or a quote not found in it.
+    pub removed: usize,
+    pub parsed: bool,
+}
+
+/// Keeps the citations whose quote is in the cited source (verbatim up to whitespace).
+pub fn verify_quotes(content: &str, citations: &[Citation]) -> QuoteCheck {
+    let Ok(mut answer) = serde_json::from_str::<serde_json::Value>(content) else {
+        return QuoteCheck {
+            content: content.to_string(),
+            cited: Vec::new(),
+            removed: 0,
+            parsed: false,
+        };
+    };
+    let mut cited = BTreeSet::new();
+    let mut removed = 0;
+    if let Some(list) = answer.get_mut("citations").and_then(|c| c.as_array_mut()) {
+        list.retain(|item| {
+            let index = item.get("index").and_then(|i| i.as_u64()).unwrap_or(0) as usize;
+            let quote = item.get("quote").and_then(|q| q.as_str()).unwrap_or("");
+            let source = citations.iter().find(|c| c.index == index);
+            let ok = match source {
+                Some(source) => {
+                    let quote = normalize_ws(quote);
+                    !quote.is_empty() && normalize_ws(&source.text).contains(&quote)
+                }
+                None => false,
+            };
+            if ok {
+                cited.insert(index);
+            } else {
+                removed += 1;
+            }
+            ok
+        });
+    }
+    QuoteCheck {
+        content: answer.to_string(),
+        cited: cited.into_iter().collect(),
+        removed,
+        parsed: true,
+    }
+}
+
 /// Longest bracketed text still considered a possible marker (`[1, 2, 3]`).
 const MAX_MARKER_CHARS: usize = 24;
 
@@ -241,6 +335,50 @@ mod tests {
     fn an_unclosed_bracket_at_the_end_is_flushed() {
         let (out, _) = filter_all(2, &["trailing [1"]);
         assert_eq!(out, "trailing [1");
+    }
+
+    fn source(index: usize, text: &str) -> Citation {
+        Citation {
+            index,
+            doc_id: "d.txt".into(),
+            chunk_id: format!("d.txt#{index}"),
+            title: "d".into(),
+            section: None,
+            start: 0,
+            end: text.chars().count(),
+            text: text.into(),
+            score: 0.1,
+        }
+    }
+
+    #[test]
+    fn quotes_are_kept_only_when_found_in_their_source() {
+        let sources = [
+            source(
+                1,
+                "Use git stash to record the current state\nof the working directory.",
+            ),
+            source(2, "git bisect finds the commit that introduced a bug."),
+        ];
+        let answer = r#"{"answer": "Stash it.", "citations": [
+            {"index": 1, "quote": "record the current state of the  working directory"},
+            {"index": 2, "quote": "git stash"},
+            {"index": 3, "quote": "anything"},
+            {"index": 2, "quote": "finds the commit"}]}"#;
+        let check = verify_quotes(answer, &sources);
+        assert!(check.parsed);
+        assert_eq!(check.cited, [1, 2]);
+        assert_eq!(check.removed, 2);
+        let kept: serde_json::Value = serde_json::from_str(&check.content).unwrap();
+        assert_eq!(kept["citations"].as_array().unwrap().len(), 2);
+        assert_eq!(kept["answer"], "Stash it.");
+        let cut = verify_quotes(r#"{"answer": "Sta"#, &sources);
+        assert!(!cut.parsed);
+        assert_eq!(cut.content, r#"{"answer": "Sta"#);
+        assert_eq!(
+            answer_schema(2)["properties"]["citations"]["items"]["properties"]["index"]["enum"],
+            serde_json::json!([1, 2])
+        );
     }
 
     #[test]

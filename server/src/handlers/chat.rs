@@ -14,13 +14,16 @@ use futures::{Stream, StreamExt};
 
 use adapters::{collect, EventStream, GenerationEvent, GenerationRequest, Role};
 
-use crate::config::{Route, ToolSelection};
+use crate::config::{AnswerFormat, Route, ToolSelection};
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
 use crate::openai::{
     ChatCompletionRequest, CompletionMeta, Delta, RetrievalInfo, RoutingInfo, ToolCallDelta,
 };
-use crate::rag::{search_query, with_sources, Citation, MarkerFilter};
+use crate::rag::{
+    answer_schema, search_query, verify_quotes, with_json_instructions, with_sources, Citation,
+    MarkerFilter, QuoteCheck,
+};
 use crate::routing::classify;
 use crate::state::{AppState, GenerationSlot};
 use crate::tools::{tool_set, ToolMode, ToolSet};
@@ -34,6 +37,19 @@ pub const CONFIDENCE_HEADER: &str = "x-switchyard-route-confidence";
 struct Grounding {
     citations: Vec<Citation>,
     info: RetrievalInfo,
+    /// How the answer's references are checked.
+    check: AnswerCheck,
+}
+
+/// How a `rag` answer's references are checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AnswerCheck {
+    /// Prose: `[n]` markers filtered as they stream.
+    Markers,
+    /// The server's JSON answer schema: quotes verified against their source.
+    Quotes,
+    /// The client's own `response_format`: its JSON is left alone.
+    None,
 }
 
 pub async fn completions(
@@ -102,11 +118,23 @@ pub async fn completions(
             Some(Grounding {
                 citations,
                 mut info,
+                check,
             }) => {
-                let mut filter = MarkerFilter::new(citations.len());
-                let mut text = filter.push(&output.text);
-                text.push_str(&filter.finish());
-                record_markers(&state, &filter, &mut info);
+                let text = match check {
+                    AnswerCheck::Markers => {
+                        let mut filter = MarkerFilter::new(citations.len());
+                        let mut text = filter.push(&output.text);
+                        text.push_str(&filter.finish());
+                        record_markers(&state, &filter, &mut info);
+                        text
+                    }
+                    AnswerCheck::Quotes => {
+                        let checked = verify_quotes(&output.text, &citations);
+                        record_quotes(&state, &checked, &mut info);
+                        checked.content
+                    }
+                    AnswerCheck::None => output.text,
+                };
                 completion.citations = Some(citations);
                 completion.retrieval = Some(info);
                 text
@@ -386,7 +414,17 @@ async fn ground(state: &AppState, generation: &mut GenerationRequest) -> Result<
     let citations = Citation::from_hits(&result.hits);
     let messages = std::mem::take(&mut generation.messages);
     generation.messages = with_sources(messages, &citations);
+    let check = if generation.json_schema.is_some() {
+        AnswerCheck::None
+    } else if state.config().rag_answer_format == AnswerFormat::Json {
+        generation.json_schema = Some(answer_schema(citations.len()));
+        generation.messages = with_json_instructions(std::mem::take(&mut generation.messages));
+        AnswerCheck::Quotes
+    } else {
+        AnswerCheck::Markers
+    };
     Ok(Grounding {
+        check,
         citations,
         info: RetrievalInfo {
             degraded: !result.degraded.is_empty(),
@@ -397,8 +435,21 @@ async fn ground(state: &AppState, generation: &mut GenerationRequest) -> Result<
                 .collect(),
             cited: None,
             invalid_markers_removed: None,
+            invalid_quotes: None,
         },
     })
+}
+
+fn record_quotes(state: &AppState, checked: &QuoteCheck, info: &mut RetrievalInfo) {
+    if checked.removed > 0 {
+        state
+            .metrics()
+            .citation_quotes_invalid_total
+            .with_label_values(&[Route::Rag.as_str()])
+            .inc_by(checked.removed as u64);
+    }
+    info.cited = Some(checked.cited.clone());
+    info.invalid_quotes = Some(checked.removed);
 }
 
 fn record_markers(state: &AppState, filter: &MarkerFilter, info: &mut RetrievalInfo) {
@@ -446,11 +497,13 @@ impl SseAnswer {
         } = self;
         async_stream::stream! {
             let _slot = slot;
-            let (citations, mut info) = match grounding {
-                Some(g) => (Some(g.citations), Some(g.info)),
-                None => (None, None),
+            let (citations, mut info, check) = match grounding {
+                Some(g) => (Some(g.citations), Some(g.info), g.check),
+                None => (None, None, AnswerCheck::None),
             };
-            let mut filter = citations.as_ref().map(|c| MarkerFilter::new(c.len()));
+            let sources = citations.clone().unwrap_or_default();
+            let mut filter = (check == AnswerCheck::Markers).then(|| MarkerFilter::new(sources.len()));
+            let mut streamed = String::new();
             let mut first = meta.chunk(Delta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None }, None);
             first.route = Some(routing.route.clone());
             first.routing = Some(routing);
@@ -460,6 +513,9 @@ impl SseAnswer {
             while let Some(event) = events.next().await {
                 match event {
                     Ok(GenerationEvent::Delta(text)) => {
+                        if check == AnswerCheck::Quotes {
+                            streamed.push_str(&text);
+                        }
                         let text = match filter.as_mut() {
                             Some(filter) => filter.push(&text),
                             None => text,
@@ -476,6 +532,11 @@ impl SseAnswer {
                                 yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(rest), tool_calls: None }, None)));
                             }
                             record_markers(&state, filter, info);
+                            last.retrieval = Some(info.clone());
+                        }
+                        if let (AnswerCheck::Quotes, Some(info)) = (check, info.as_mut()) {
+                            // The text is sent: invalid quotes are flagged, not removed.
+                            record_quotes(&state, &verify_quotes(&streamed, &sources), info);
                             last.retrieval = Some(info.clone());
                         }
                         yield Ok(json_event(&last));
