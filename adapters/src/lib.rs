@@ -10,6 +10,7 @@ pub mod convert;
 mod counter;
 mod error;
 mod json_end;
+pub mod lora;
 mod mistral;
 mod seeded;
 mod stop;
