@@ -379,7 +379,9 @@ mod tests {
         base(root.path());
         let shapes = base_shapes(root.path()).unwrap();
         let dir = root.path().join("bad");
-        let cases: Vec<(usize, Vec<f32>, Vec<f32>, serde_json::Value, &str)> = vec![
+        // (rank, A, B, adapter_config.json, expected reason)
+        type Case = (usize, Vec<f32>, Vec<f32>, serde_json::Value, &'static str);
+        let cases: Vec<Case> = vec![
             (
                 2,
                 vec![0.0; 6],
