@@ -12,6 +12,7 @@ mod error;
 mod json_end;
 pub mod lora;
 mod mistral;
+mod registry;
 mod seeded;
 mod stop;
 mod types;
@@ -19,6 +20,7 @@ mod types;
 pub use backend::{collect, Backend, EventStream};
 pub use error::{EngineError, Result};
 pub use mistral::{EngineConfig, MistralRsBackend};
+pub use registry::{AdapterInfo, AdapterRegistry, GenerationInfo, RegistryConfig, RegistryError};
 pub use types::{
     ChatMessage, FinishReason, GenerationEvent, GenerationOutput, GenerationRequest, Role,
     SamplingParams, Usage,

@@ -1,0 +1,337 @@
+//! The adapter registry: named LoRA adapters, each loaded file set a *generation* (sha256 of
+//! its files), hot-swapped at runtime.
+//!
+//! Loading validates the adapter against the base, merges it into a new safetensors folder
+//! and builds an engine instance from it, all in the background; only then does the name
+//! switch to the new generation, atomically. A request takes an `Arc` of the generation's
+//! engine when it starts (its lease), so requests in flight finish on the instance they
+//! started with, and an instance is freed when the registry has evicted it and its last
+//! request ends. At most `max_resident` generations stay loaded: the least recently used
+//! inactive ones are evicted. Loads are serialised; a second concurrent load is refused.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::error::{EngineError, Result};
+use crate::lora::{base_shapes, load_adapter, merge_into, resolve_in_root};
+use crate::mistral::{EngineConfig, MistralRsBackend};
+
+/// Where adapters come from and what bounds them.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Adapter paths must resolve inside this folder.
+    pub adapter_root: PathBuf,
+    /// The safetensors base adapters merge into (`switchyard convert`'s output).
+    pub base_dir: PathBuf,
+    /// Where merged generations are written.
+    pub work_dir: PathBuf,
+    pub max_rank: usize,
+    /// Generations kept loaded (each is a full model instance).
+    pub max_resident: usize,
+}
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("adapter `{0}` is not loaded")]
+    NotFound(String),
+    #[error("adapter `{name}` has no generation {generation}")]
+    UnknownGeneration { name: String, generation: String },
+    #[error("adapter `{name}` is at generation {actual}, not the expected {expected}")]
+    Conflict {
+        name: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("another adapter load is in progress; retry when it finishes")]
+    Busy,
+    #[error("{0}")]
+    Engine(String),
+}
+
+impl From<EngineError> for RegistryError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::InvalidRequest(message) => RegistryError::Invalid(message),
+            other => RegistryError::Engine(other.to_string()),
+        }
+    }
+}
+
+/// A generation of an adapter, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationInfo {
+    pub generation: String,
+    pub rank: usize,
+    /// Seconds since the Unix epoch.
+    pub loaded_at: u64,
+    /// True while an engine instance of it is loaded.
+    pub resident: bool,
+    pub resident_bytes: u64,
+}
+
+/// An adapter name, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub active_generation: String,
+    pub generations: Vec<GenerationInfo>,
+}
+
+struct Generation {
+    info: GenerationInfo,
+    dir: PathBuf,
+    engine: Option<Arc<MistralRsBackend>>,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// name → (active generation, generations by id)
+    adapters: HashMap<String, (String, HashMap<String, Generation>)>,
+}
+
+/// Named adapters and their generations.
+pub struct AdapterRegistry {
+    config: RegistryConfig,
+    shapes: HashMap<String, Vec<usize>>,
+    state: Mutex<State>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl AdapterRegistry {
+    /// Opens a registry over a safetensors base.
+    pub fn new(config: RegistryConfig) -> Result<Self> {
+        let shapes = base_shapes(&config.base_dir)?;
+        std::fs::create_dir_all(&config.work_dir)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", config.work_dir.display())))?;
+        Ok(Self {
+            config,
+            shapes,
+            state: Mutex::new(State::default()),
+            loading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Loads the adapter at `path` (inside the adapter root) as `name`'s new active
+    /// generation. Nothing changes unless it validates, merges and loads.
+    pub async fn load(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> std::result::Result<GenerationInfo, RegistryError> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(RegistryError::Invalid(
+                "lora_name must be 1-64 letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        let _loading = self.loading.try_lock().map_err(|_| RegistryError::Busy)?;
+        let dir = resolve_in_root(&self.config.adapter_root, path)?;
+        let adapter = load_adapter(&dir, &self.shapes, self.config.max_rank)?;
+        let generation = adapter.generation.clone();
+        let rank = adapter.config.r;
+        if let Some(info) = self.activate_existing(name, &generation) {
+            return Ok(info);
+        }
+        let out = self.config.work_dir.join(&generation);
+        let base = self.config.base_dir.clone();
+        let merge_out = out.clone();
+        tokio::task::spawn_blocking(move || merge_into(&base, &adapter, &merge_out))
+            .await
+            .map_err(|e| RegistryError::Engine(e.to_string()))??;
+        let engine = MistralRsBackend::load(EngineConfig {
+            model_path: out.clone(),
+            model_id: name.to_string(),
+            instances: 1,
+        })
+        .await?;
+        let info = GenerationInfo {
+            generation: generation.clone(),
+            rank,
+            loaded_at: now(),
+            resident: true,
+            resident_bytes: dir_bytes(&out),
+        };
+        let mut state = self.state.lock().expect("registry lock");
+        let entry = state
+            .adapters
+            .entry(name.to_string())
+            .or_insert_with(|| (generation.clone(), HashMap::new()));
+        entry.0 = generation.clone();
+        entry.1.insert(
+            generation.clone(),
+            Generation {
+                info: info.clone(),
+                dir: out,
+                engine: Some(Arc::new(engine)),
+                last_used: Instant::now(),
+            },
+        );
+        self.evict(&mut state);
+        Ok(info)
+    }
+
+    /// A generation already known under `name`: make it active (reloading is then a no-op).
+    fn activate_existing(&self, name: &str, generation: &str) -> Option<GenerationInfo> {
+        let mut state = self.state.lock().expect("registry lock");
+        let entry = state.adapters.get_mut(name)?;
+        let known = entry.1.get(generation)?;
+        if known.engine.is_none() {
+            return None;
+        }
+        entry.0 = generation.to_string();
+        Some(known.info.clone())
+    }
+
+    /// Switches `name` to one of its resident generations, if it is still at `expected`.
+    pub fn activate(
+        &self,
+        name: &str,
+        generation: &str,
+        expected: Option<&str>,
+    ) -> std::result::Result<GenerationInfo, RegistryError> {
+        let mut state = self.state.lock().expect("registry lock");
+        let entry = state
+            .adapters
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        if let Some(expected) = expected {
+            if entry.0 != expected {
+                return Err(RegistryError::Conflict {
+                    name: name.to_string(),
+                    expected: expected.to_string(),
+                    actual: entry.0.clone(),
+                });
+            }
+        }
+        let target = entry
+            .1
+            .get_mut(generation)
+            .filter(|g| g.engine.is_some())
+            .ok_or_else(|| RegistryError::UnknownGeneration {
+                name: name.to_string(),
+                generation: generation.to_string(),
+            })?;
+        target.last_used = Instant::now();
+        let info = target.info.clone();
+        entry.0 = generation.to_string();
+        Ok(info)
+    }
+
+    /// Removes `name` and all its generations; requests in flight finish on their instance.
+    pub fn unload(&self, name: &str) -> std::result::Result<(), RegistryError> {
+        let removed = self
+            .state
+            .lock()
+            .expect("registry lock")
+            .adapters
+            .remove(name)
+            .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        for generation in removed.1.values() {
+            let _ = std::fs::remove_dir_all(&generation.dir);
+        }
+        Ok(())
+    }
+
+    /// The active generation's engine for `name` (the caller's lease) and its id.
+    pub fn engine(&self, name: &str) -> Option<(Arc<dyn Backend>, String)> {
+        let mut state = self.state.lock().expect("registry lock");
+        let entry = state.adapters.get_mut(name)?;
+        let active = entry.0.clone();
+        let generation = entry.1.get_mut(&active)?;
+        generation.last_used = Instant::now();
+        let engine: Arc<dyn Backend> = generation.engine.clone()?;
+        Some((engine, active))
+    }
+
+    /// Every adapter with its generations.
+    pub fn list(&self) -> Vec<AdapterInfo> {
+        let state = self.state.lock().expect("registry lock");
+        let mut out: Vec<AdapterInfo> = state
+            .adapters
+            .iter()
+            .map(|(name, (active, generations))| {
+                let mut generations: Vec<GenerationInfo> =
+                    generations.values().map(|g| g.info.clone()).collect();
+                generations.sort_by_key(|g| g.loaded_at);
+                AdapterInfo {
+                    name: name.clone(),
+                    active_generation: active.clone(),
+                    generations,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Drops the engines of the least recently used inactive generations beyond the budget.
+    fn evict(&self, state: &mut State) {
+        loop {
+            let resident: Vec<(String, String, Instant, bool)> = state
+                .adapters
+                .iter()
+                .flat_map(|(name, (active, generations))| {
+                    generations
+                        .iter()
+                        .filter(|(_, g)| g.engine.is_some())
+                        .map(move |(id, g)| (name.clone(), id.clone(), g.last_used, id == active))
+                })
+                .collect();
+            if resident.len() <= self.config.max_resident.max(1) {
+                return;
+            }
+            let Some((name, id, _, _)) = resident
+                .into_iter()
+                .filter(|(_, _, _, active)| !active)
+                .min_by_key(|(_, _, used, _)| *used)
+            else {
+                return;
+            };
+            if let Some(generation) = state
+                .adapters
+                .get_mut(&name)
+                .and_then(|(_, gens)| gens.get_mut(&id))
+            {
+                generation.engine = None;
+                generation.info.resident = false;
+                generation.info.resident_bytes = 0;
+                tracing::info!(
+                    adapter = name,
+                    generation = id,
+                    "evicted an inactive generation"
+                );
+            }
+        }
+    }
+}
