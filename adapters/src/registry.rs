@@ -206,9 +206,8 @@ impl AdapterRegistry {
         let mut state = self.state.lock().expect("registry lock");
         let entry = state.adapters.get_mut(name)?;
         let known = entry.1.get(generation)?;
-        if known.engine.is_none() {
-            return None;
-        }
+        // An evicted generation is rebuilt by a full load.
+        known.engine.as_ref()?;
         entry.0 = generation.to_string();
         Some(known.info.clone())
     }
