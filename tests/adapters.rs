@@ -202,3 +202,214 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
     registry.unload("other").unwrap();
     assert!(registry.engine("other").is_none());
 }
+
+/// The admin API over HTTP, per-request selection by `model`, and a swap under load: 8
+/// streaming clients while the active generation flips 100 times and a corrupt adapter is
+/// refused once. No request fails, and every answer equals the reference answer of the
+/// generation it reports (greedy decoding).
+#[tokio::test]
+async fn admin_api_and_swaps_under_load() {
+    use switchyard_tests::{stream_chat, test_config, TestServer};
+
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base");
+    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
+    let root = work.path().join("adapters");
+    write_adapter(&root.join("fmt-a"), 1, false);
+    write_adapter(&root.join("fmt-b"), 2, false);
+    write_adapter(&root.join("corrupt"), 4, true);
+    let mut config = test_config();
+    config.adapter_base_dir = Some(base);
+    config.adapter_root = root;
+    config.adapter_work_dir = work.path().join("generations");
+    config.max_in_flight = 32;
+    // Leaked: the streaming clients below are 'static tasks; the process ends with the test.
+    let server: &'static TestServer = Box::leak(Box::new(TestServer::start_ready(config)));
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        let request = client.post(server.url(path)).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            (
+                status,
+                headers,
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let chat = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "How do I undo my last git commit?"}],
+               "temperature": 0, "max_tokens": 6})
+    };
+
+    let (status, _, a) = post(
+        "/v1/load_lora_adapter",
+        json!({"lora_name": "fmt", "lora_path": "fmt-a"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let gen_a = a["active_generation"].as_str().unwrap().to_string();
+    let (_, headers, answer_a) = post("/v1/chat/completions", chat("fmt")).await;
+    assert_eq!(
+        headers["x-switchyard-adapter"],
+        format!("fmt@{gen_a}").as_str()
+    );
+    assert_eq!(answer_a["adapter"], format!("fmt@{gen_a}"));
+    let text_a = answer_a["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, headers, _) = post(
+        "/v1/chat/completions",
+        chat(&switchyard_server::Config::default().model_id),
+    )
+    .await;
+    assert_eq!(headers["x-switchyard-adapter"], "base");
+    let models: serde_json::Value = client
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["id"] == "fmt"));
+
+    let (status, _, b) = post(
+        "/v1/load_lora_adapter",
+        json!({"lora_name": "fmt", "lora_path": "fmt-b"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{b}");
+    let gen_b = b["active_generation"].as_str().unwrap().to_string();
+    let (_, _, answer_b) = post("/v1/chat/completions", chat("fmt")).await;
+    let text_b = answer_b["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(text_a, text_b);
+
+    // Compare-and-set.
+    let activate = |generation: &str, expected: &str| {
+        post(
+            "/v1/lora_adapters/fmt/activate",
+            json!({"generation": generation, "expected_generation": expected}),
+        )
+    };
+    let (status, _, body) = activate(&gen_a, &gen_a).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("generation_conflict")),
+        "{body}"
+    );
+    // Bad input: clear 4xx, nothing changes.
+    for (body, status, code) in [
+        (
+            json!({"lora_name": "fmt", "lora_path": "corrupt"}),
+            400,
+            "invalid_adapter",
+        ),
+        (
+            json!({"lora_name": "fmt", "lora_path": "../base"}),
+            400,
+            "invalid_adapter",
+        ),
+        (
+            json!({"lora_name": "bad name", "lora_path": "fmt-a"}),
+            400,
+            "invalid_adapter",
+        ),
+        (json!({"lora_name": "fmt"}), 400, "invalid_json"),
+    ] {
+        let (got, _, error) = post("/v1/load_lora_adapter", body.clone()).await;
+        assert_eq!(
+            (got, error["error"]["code"].as_str().unwrap()),
+            (status, code),
+            "{body}: {error}"
+        );
+    }
+    let (_, headers, _) = post("/v1/chat/completions", chat("fmt")).await;
+    assert_eq!(
+        headers["x-switchyard-adapter"],
+        format!("fmt@{gen_b}").as_str()
+    );
+    let (status, _, body) = post("/v1/chat/completions", chat("no-such-adapter")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+
+    // Swap under load.
+    let reference = HashMap::from([
+        (format!("fmt@{gen_a}"), text_a.clone()),
+        (format!("fmt@{gen_b}"), text_b.clone()),
+    ]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (stop, reference) = (stop.clone(), reference.clone());
+        clients.push(tokio::spawn(async move {
+            let mut served = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) || served.is_empty() {
+                let body = json!({"model": "fmt", "messages": [{"role": "user", "content": "How do I undo my last git commit?"}],
+                                  "temperature": 0, "max_tokens": 6, "stream": true});
+                let streamed = stream_chat(server, &body).await;
+                assert_eq!(streamed.status, 200);
+                assert!(streamed.ended_with_done(), "{:?}", streamed.events);
+                let adapter = streamed.chunks()[0]["adapter"].as_str().unwrap().to_string();
+                assert_eq!(&streamed.text(), reference.get(&adapter).expect("a known generation"), "{adapter}");
+                served.push(adapter);
+            }
+            served
+        }));
+    }
+    let mut active = gen_b.clone();
+    for i in 0..100 {
+        let next = if active == gen_a {
+            gen_b.clone()
+        } else {
+            gen_a.clone()
+        };
+        let (status, _, body) = activate(&next, &active).await;
+        assert_eq!(status, 200, "{body}");
+        active = next;
+        if i == 50 {
+            let (status, _, _) = post(
+                "/v1/load_lora_adapter",
+                json!({"lora_name": "fmt", "lora_path": "corrupt"}),
+            )
+            .await;
+            assert_eq!(status, 400);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for client in clients {
+        seen.extend(client.await.unwrap());
+    }
+    let on_a = seen.iter().filter(|a| a.ends_with(&gen_a)).count();
+    let on_b = seen.len() - on_a;
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both generations served: {on_a} / {on_b}"
+    );
+    println!(
+        "swap under load: 100 switches, {} streamed requests ({on_a} on A, {on_b} on B), none failed",
+        seen.len()
+    );
+
+    let (status, _, _) = post("/v1/unload_lora_adapter", json!({"lora_name": "fmt"})).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = post("/v1/unload_lora_adapter", json!({"lora_name": "fmt"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("adapter_not_found"))
+    );
+}

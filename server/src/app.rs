@@ -16,7 +16,7 @@ use adapters::{Backend, EngineConfig, MistralRsBackend};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::handlers::{chat, documents, embeddings, health, metrics, models};
+use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models};
 use crate::index::open_retrieval;
 use crate::state::AppState;
 
@@ -38,6 +38,10 @@ pub fn router(state: AppState) -> Router {
             get(documents::get).delete(documents::delete),
         )
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/load_lora_adapter", post(lora::load))
+        .route("/v1/unload_lora_adapter", post(lora::unload))
+        .route("/v1/lora_adapters", get(lora::list))
+        .route("/v1/lora_adapters/{name}/activate", post(lora::activate))
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -65,9 +69,22 @@ impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
+        let registry = match &config.adapter_base_dir {
+            Some(base_dir) => Some(Arc::new(
+                adapters::AdapterRegistry::new(adapters::RegistryConfig {
+                    adapter_root: config.adapter_root.clone(),
+                    base_dir: base_dir.clone(),
+                    work_dir: config.adapter_work_dir.clone(),
+                    max_rank: config.adapter_max_rank,
+                    max_resident: config.adapter_max_resident,
+                })
+                .map_err(|e| std::io::Error::other(format!("adapter registry: {e}")))?,
+            )),
+            None => None,
+        };
         Ok(Self {
             listener,
-            state: AppState::new(config),
+            state: AppState::with_adapters(config, registry),
         })
     }
 

@@ -154,6 +154,16 @@ pub struct Config {
     pub router_fallback_route: Route,
     /// Who picks the tool when `tool_choice` does not name one.
     pub tool_selection: ToolSelection,
+    /// The safetensors base LoRA adapters merge into (`switchyard convert`'s output); unset,
+    /// the adapter API is off.
+    pub adapter_base_dir: Option<PathBuf>,
+    /// Adapter paths given to the API must resolve inside this folder.
+    pub adapter_root: PathBuf,
+    /// Where merged adapter generations are written.
+    pub adapter_work_dir: PathBuf,
+    pub adapter_max_rank: usize,
+    /// Adapter generations kept loaded (each is a full model instance).
+    pub adapter_max_resident: usize,
 }
 
 impl Default for Config {
@@ -191,6 +201,11 @@ impl Default for Config {
             router_dir: PathBuf::from("models/router"),
             router_fallback_route: Route::Rag,
             tool_selection: ToolSelection::Embedding,
+            adapter_base_dir: None,
+            adapter_root: PathBuf::from("adapters-store"),
+            adapter_work_dir: PathBuf::from("data/adapter-generations"),
+            adapter_max_rank: 16,
+            adapter_max_resident: 2,
         }
     }
 }
@@ -263,6 +278,16 @@ pub struct ConfigArgs {
     pub router_fallback_route: Option<Route>,
     #[arg(long, env = "SWITCHYARD_TOOL_SELECTION", value_enum)]
     pub tool_selection: Option<ToolSelection>,
+    #[arg(long, env = "SWITCHYARD_ADAPTER_BASE_DIR")]
+    pub adapter_base_dir: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_ADAPTER_ROOT")]
+    pub adapter_root: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_ADAPTER_WORK_DIR")]
+    pub adapter_work_dir: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_ADAPTER_MAX_RANK")]
+    pub adapter_max_rank: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_ADAPTER_MAX_RESIDENT")]
+    pub adapter_max_resident: Option<usize>,
 }
 
 /// Why a configuration could not be built.
@@ -342,6 +367,13 @@ impl Config {
         set(&mut self.router_dir, &args.router_dir);
         set(&mut self.router_fallback_route, &args.router_fallback_route);
         set(&mut self.tool_selection, &args.tool_selection);
+        if args.adapter_base_dir.is_some() {
+            self.adapter_base_dir = args.adapter_base_dir.clone();
+        }
+        set(&mut self.adapter_root, &args.adapter_root);
+        set(&mut self.adapter_work_dir, &args.adapter_work_dir);
+        set(&mut self.adapter_max_rank, &args.adapter_max_rank);
+        set(&mut self.adapter_max_resident, &args.adapter_max_resident);
     }
 
     /// The fusion method these settings describe.

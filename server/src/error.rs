@@ -55,6 +55,16 @@ pub enum ApiError {
     RetrievalUnavailable(String),
     #[error("the embedder failed: {0}")]
     Embedder(String),
+    #[error("{0}")]
+    InvalidAdapter(String),
+    #[error("{0}")]
+    AdapterNotFound(String),
+    #[error("{0}")]
+    GenerationConflict(String),
+    #[error("{0}")]
+    AdapterLoadInProgress(String),
+    #[error("adapters are off: set adapter_base_dir to a safetensors base (switchyard convert)")]
+    AdaptersDisabled,
 }
 
 /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -104,6 +114,11 @@ impl ApiError {
             IndexWriteFailed(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "index_write_failed"),
             RetrievalUnavailable(_)   => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "retrieval_unavailable"),
             Embedder(_)               => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "embedder_unavailable"),
+            InvalidAdapter(_)         => (StatusCode::BAD_REQUEST, INVALID, "invalid_adapter"),
+            AdapterNotFound(_)        => (StatusCode::NOT_FOUND, INVALID, "adapter_not_found"),
+            GenerationConflict(_)     => (StatusCode::CONFLICT, INVALID, "generation_conflict"),
+            AdapterLoadInProgress(_)  => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "adapter_load_in_progress"),
+            AdaptersDisabled          => (StatusCode::NOT_FOUND, INVALID, "adapters_disabled"),
         }
     }
 
@@ -165,6 +180,20 @@ impl From<retrieval::RetrievalError> for ApiError {
     }
 }
 
+impl From<adapters::RegistryError> for ApiError {
+    fn from(err: adapters::RegistryError) -> Self {
+        use adapters::RegistryError as E;
+        let message = err.to_string();
+        match err {
+            E::Invalid(_) => ApiError::InvalidAdapter(message),
+            E::NotFound(_) | E::UnknownGeneration { .. } => ApiError::AdapterNotFound(message),
+            E::Conflict { .. } => ApiError::GenerationConflict(message),
+            E::Busy => ApiError::AdapterLoadInProgress(message),
+            E::Engine(_) => ApiError::Engine(message),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -184,6 +213,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if let ApiError::AdapterLoadInProgress(_) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(5u64));
         }
         response
     }

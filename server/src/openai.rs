@@ -367,6 +367,9 @@ pub struct ChatCompletion {
     /// Extension: how the route was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingInfo>,
+    /// Extension: the weights that answered, `base` or `<adapter>@<generation>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
     /// Extension (`rag` route): the sources given to the model, numbered as the answer cites them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub citations: Option<Vec<Citation>>,
@@ -461,6 +464,8 @@ pub struct ChatCompletionChunk {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub citations: Option<Vec<Citation>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<RetrievalInfo>,
@@ -525,6 +530,7 @@ impl CompletionMeta {
             system_fingerprint: None,
             route: None,
             routing: None,
+            adapter: None,
             citations: None,
             retrieval: None,
         }
@@ -545,6 +551,7 @@ impl CompletionMeta {
             usage: None,
             route: None,
             routing: None,
+            adapter: None,
             citations: None,
             retrieval: None,
         }
@@ -561,6 +568,7 @@ impl CompletionMeta {
             usage: Some(usage.into()),
             route: None,
             routing: None,
+            adapter: None,
             citations: None,
             retrieval: None,
         }

@@ -28,6 +28,7 @@ enum IndexStatus {
 }
 
 struct Inner {
+    adapters: Option<Arc<adapters::AdapterRegistry>>,
     config: Config,
     engine: RwLock<EngineStatus>,
     index: RwLock<IndexStatus>,
@@ -43,6 +44,21 @@ pub struct AppState(Arc<Inner>);
 pub type GenerationSlot = OwnedSemaphorePermit;
 
 impl AppState {
+    /// State with an adapter registry (or none when adapters are off).
+    pub fn with_adapters(config: Config, registry: Option<Arc<adapters::AdapterRegistry>>) -> Self {
+        let state = Self::new(config);
+        let inner = Arc::try_unwrap(state.0).ok().expect("fresh state");
+        Self(Arc::new(Inner {
+            adapters: registry,
+            ..inner
+        }))
+    }
+
+    /// The adapter registry, when adapters are on.
+    pub fn adapters(&self) -> Result<&Arc<adapters::AdapterRegistry>> {
+        self.0.adapters.as_ref().ok_or(ApiError::AdaptersDisabled)
+    }
+
     pub fn new(config: Config) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         let index = if config.retrieval_enabled {
@@ -51,6 +67,7 @@ impl AppState {
             IndexStatus::Disabled
         };
         Self(Arc::new(Inner {
+            adapters: None,
             config,
             engine: RwLock::new(EngineStatus::Loading),
             index: RwLock::new(index),

@@ -30,6 +30,8 @@ use crate::tools::{tool_set, ToolMode, ToolSet};
 
 /// Response header naming the route that answered.
 pub const ROUTE_HEADER: &str = "x-switchyard-route";
+/// Response header naming the adapter generation that produced the answer.
+pub const ADAPTER_HEADER: &str = "x-switchyard-adapter";
 /// Response header with the route's confidence (1 when not chosen by the router).
 pub const CONFIDENCE_HEADER: &str = "x-switchyard-route-confidence";
 
@@ -56,12 +58,25 @@ pub async fn completions(
     State(state): State<AppState>,
     OpenAiJson(request): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response> {
-    if request.model != state.config().model_id {
-        return Err(ApiError::ModelNotFound(request.model));
-    }
+    // `model` is the base, or an adapter name: its active generation serves the whole request
+    // (the Arc is the lease; a swap during the request does not affect it).
+    let adapter = if request.model == state.config().model_id {
+        None
+    } else {
+        Some(
+            state
+                .adapters()
+                .ok()
+                .and_then(|registry| registry.engine(&request.model))
+                .ok_or_else(|| ApiError::ModelNotFound(request.model.clone()))?,
+        )
+    };
     let mut generation = request.to_generation(state.config())?;
     let tools = tool_set(&request)?;
-    let backend = state.backend()?;
+    let (backend, served_by) = match adapter {
+        Some((engine, generation)) => (engine, format!("{}@{generation}", request.model)),
+        None => (state.backend()?, "base".to_string()),
+    };
     let slot = state.admit()?;
     let (route, routing) = choose_route(&state, &request, &generation, &tools).await?;
     state
@@ -78,9 +93,14 @@ pub async fn completions(
                 tools.pick(&name);
             }
         }
-        let response =
-            tool_answer(backend, generation, &tools, &request, meta, routing, slot).await?;
-        return Ok(with_route_header(response, route, confidence));
+        let response = tool_answer(
+            backend, generation, &tools, &request, meta, routing, &served_by, slot,
+        )
+        .await?;
+        return Ok(with_adapter_header(
+            with_route_header(response, route, confidence),
+            &served_by,
+        ));
     }
     let grounding = match route {
         Route::Rag => Some(ground(&state, &mut generation).await?),
@@ -102,6 +122,7 @@ pub async fn completions(
             .is_some_and(|o| o.include_usage);
         let stream = SseAnswer {
             meta,
+            adapter: served_by.clone(),
             routing,
             grounding,
             include_usage,
@@ -144,9 +165,21 @@ pub async fn completions(
         completion.choices[0].message.content = Some(text);
         completion.route = Some(route.as_str().to_string());
         completion.routing = Some(routing);
+        completion.adapter = Some(served_by.clone());
         Json(completion).into_response()
     };
-    Ok(with_route_header(response, route, confidence))
+    Ok(with_adapter_header(
+        with_route_header(response, route, confidence),
+        &served_by,
+    ))
+}
+
+/// Says which weights answered: `base`, or `<adapter name>@<generation>`.
+fn with_adapter_header(mut response: Response, served_by: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(served_by) {
+        response.headers_mut().insert(ADAPTER_HEADER, value);
+    }
+    response
 }
 
 /// Picks the route: pinned by the client, implied by `tool_choice` or a tool result, chosen
@@ -300,6 +333,7 @@ async fn tool_answer(
     request: &ChatCompletionRequest,
     meta: CompletionMeta,
     routing: RoutingInfo,
+    served_by: &str,
     slot: GenerationSlot,
 ) -> Result<Response> {
     generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
@@ -313,6 +347,7 @@ async fn tool_answer(
     let mut completion = meta.completion(String::new(), output.finish_reason, output.usage);
     completion.route = Some(Route::Tool.as_str().to_string());
     completion.routing = Some(routing.clone());
+    completion.adapter = Some(served_by.to_string());
     match &call {
         Some(call) => {
             completion.choices[0].message.content = None;
@@ -337,6 +372,7 @@ async fn tool_answer(
     );
     first.route = completion.route.clone();
     first.routing = Some(routing);
+    first.adapter = Some(served_by.to_string());
     chunks.push(json_event(&first));
     let finish = match call {
         Some(call) => {
@@ -471,6 +507,7 @@ fn json_event<T: serde::Serialize>(value: &T) -> Event {
 /// Everything a streamed answer needs besides the engine's events.
 struct SseAnswer {
     meta: CompletionMeta,
+    adapter: String,
     routing: RoutingInfo,
     grounding: Option<Grounding>,
     include_usage: bool,
@@ -490,6 +527,7 @@ impl SseAnswer {
     ) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
         let SseAnswer {
             meta,
+            adapter,
             routing,
             grounding,
             include_usage,
@@ -507,6 +545,7 @@ impl SseAnswer {
             let mut first = meta.chunk(Delta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None }, None);
             first.route = Some(routing.route.clone());
             first.routing = Some(routing);
+            first.adapter = Some(adapter);
             first.citations = citations;
             first.retrieval = info.clone();
             yield Ok(json_event(&first));

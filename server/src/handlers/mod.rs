@@ -4,5 +4,6 @@ pub mod chat;
 pub mod documents;
 pub mod embeddings;
 pub mod health;
+pub mod lora;
 pub mod metrics;
 pub mod models;

@@ -18,6 +18,10 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     if state.config().retrieval_enabled {
         data.push(card(retrieval::EMBEDDING_MODEL_ID));
     }
+    // Adapters are selected by putting their name in `model`.
+    if let Ok(registry) = state.adapters() {
+        data.extend(registry.list().iter().map(|a| card(&a.name)));
+    }
     Json(ModelList {
         object: "list".into(),
         data,

@@ -1,0 +1,83 @@
+//! The adapter admin API, vLLM-compatible where vLLM has the call:
+//! `POST /v1/load_lora_adapter {lora_name, lora_path}`, `POST /v1/unload_lora_adapter
+//! {lora_name}`, `GET /v1/lora_adapters`, and `POST /v1/lora_adapters/{name}/activate
+//! {generation, expected_generation?}` (rollback / roll forward, compare-and-set: 409 when the
+//! active generation is not the expected one).
+
+use std::path::PathBuf;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, Result};
+use crate::extract::OpenAiJson;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadRequest {
+    pub lora_name: String,
+    pub lora_path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnloadRequest {
+    pub lora_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    pub generation: String,
+    #[serde(default)]
+    pub expected_generation: Option<String>,
+}
+
+pub async fn load(
+    State(state): State<AppState>,
+    OpenAiJson(body): OpenAiJson<LoadRequest>,
+) -> Result<Json<Value>> {
+    let registry = state.adapters()?.clone();
+    let info = registry.load(&body.lora_name, &body.lora_path).await?;
+    tracing::info!(
+        adapter = body.lora_name,
+        generation = info.generation,
+        "adapter loaded and active"
+    );
+    Ok(Json(
+        json!({"lora_name": body.lora_name, "active_generation": info.generation, "generation": info}),
+    ))
+}
+
+pub async fn unload(
+    State(state): State<AppState>,
+    OpenAiJson(body): OpenAiJson<UnloadRequest>,
+) -> Result<Json<Value>> {
+    state.adapters()?.unload(&body.lora_name)?;
+    Ok(Json(json!({"lora_name": body.lora_name, "unloaded": true})))
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>> {
+    Ok(Json(
+        json!({"object": "list", "data": state.adapters()?.list()}),
+    ))
+}
+
+pub async fn activate(
+    State(state): State<AppState>,
+    name: std::result::Result<Path<String>, PathRejection>,
+    OpenAiJson(body): OpenAiJson<ActivateRequest>,
+) -> Result<Json<Value>> {
+    let Path(name) = name.map_err(|e| ApiError::invalid(e.body_text(), "name"))?;
+    let info =
+        state
+            .adapters()?
+            .activate(&name, &body.generation, body.expected_generation.as_deref())?;
+    Ok(Json(
+        json!({"lora_name": name, "active_generation": info.generation, "generation": info}),
+    ))
+}
