@@ -495,6 +495,8 @@ pub struct CompletionMeta {
     pub id: String,
     pub created: u64,
     pub model: String,
+    /// The weights that answer: `base` or `<adapter>@<generation>`.
+    pub adapter: Option<String>,
 }
 
 impl CompletionMeta {
@@ -507,6 +509,7 @@ impl CompletionMeta {
             id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
             created,
             model: model.to_string(),
+            adapter: None,
         }
     }
 
@@ -530,7 +533,7 @@ impl CompletionMeta {
             system_fingerprint: None,
             route: None,
             routing: None,
-            adapter: None,
+            adapter: self.adapter.clone(),
             citations: None,
             retrieval: None,
         }

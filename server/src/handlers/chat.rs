@@ -84,7 +84,8 @@ pub async fn completions(
         .route_total
         .with_label_values(&[route.as_str(), routing.decided_by.as_str()])
         .inc();
-    let meta = CompletionMeta::new(&request.model);
+    let mut meta = CompletionMeta::new(&request.model);
+    meta.adapter = Some(served_by.clone());
     let confidence = routing.confidence;
     if route == Route::Tool {
         let mut tools = tools;
@@ -93,10 +94,8 @@ pub async fn completions(
                 tools.pick(&name);
             }
         }
-        let response = tool_answer(
-            backend, generation, &tools, &request, meta, routing, &served_by, slot,
-        )
-        .await?;
+        let response =
+            tool_answer(backend, generation, &tools, &request, meta, routing, slot).await?;
         return Ok(with_adapter_header(
             with_route_header(response, route, confidence),
             &served_by,
@@ -165,7 +164,6 @@ pub async fn completions(
         completion.choices[0].message.content = Some(text);
         completion.route = Some(route.as_str().to_string());
         completion.routing = Some(routing);
-        completion.adapter = Some(served_by.clone());
         Json(completion).into_response()
     };
     Ok(with_adapter_header(
@@ -333,7 +331,6 @@ async fn tool_answer(
     request: &ChatCompletionRequest,
     meta: CompletionMeta,
     routing: RoutingInfo,
-    served_by: &str,
     slot: GenerationSlot,
 ) -> Result<Response> {
     generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
@@ -347,7 +344,6 @@ async fn tool_answer(
     let mut completion = meta.completion(String::new(), output.finish_reason, output.usage);
     completion.route = Some(Route::Tool.as_str().to_string());
     completion.routing = Some(routing.clone());
-    completion.adapter = Some(served_by.to_string());
     match &call {
         Some(call) => {
             completion.choices[0].message.content = None;
@@ -372,7 +368,7 @@ async fn tool_answer(
     );
     first.route = completion.route.clone();
     first.routing = Some(routing);
-    first.adapter = Some(served_by.to_string());
+    first.adapter = meta.adapter.clone();
     chunks.push(json_event(&first));
     let finish = match call {
         Some(call) => {
