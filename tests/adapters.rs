@@ -223,6 +223,8 @@ async fn admin_api_and_swaps_under_load() {
     config.adapter_root = root;
     config.adapter_work_dir = work.path().join("generations");
     config.max_in_flight = 32;
+    // Base-model requests on the simple route (this server's default) use `fmt` once loaded.
+    config.route_adapters = [("simple".to_string(), "fmt".to_string())].into();
     // Leaked: the streaming clients below are 'static tasks; the process ends with the test.
     let server: &'static TestServer = Box::leak(Box::new(TestServer::start_ready(config)));
     let client = reqwest::Client::new();
@@ -261,11 +263,19 @@ async fn admin_api_and_swaps_under_load() {
         .as_str()
         .unwrap()
         .to_string();
-    let (_, headers, _) = post(
-        "/v1/chat/completions",
-        chat(&switchyard_server::Config::default().model_id),
-    )
-    .await;
+    // The route's default adapter answers a base-model request...
+    let base_id = switchyard_server::Config::default().model_id;
+    let (_, headers, _) = post("/v1/chat/completions", chat(&base_id)).await;
+    assert_eq!(
+        headers["x-switchyard-adapter"],
+        format!("fmt@{gen_a}").as_str()
+    );
+    // ...and the base answers on a route without one.
+    let mut on_tool = chat(&base_id);
+    on_tool["route"] = json!("tool");
+    on_tool["tools"] = json!([{"type": "function", "function": {"name": "noop"}}]);
+    let (status, headers, body) = post("/v1/chat/completions", on_tool).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-switchyard-adapter"], "base");
     let models: serde_json::Value = client
         .get(server.url("/v1/models"))

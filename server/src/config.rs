@@ -164,6 +164,9 @@ pub struct Config {
     pub adapter_max_rank: usize,
     /// Adapter generations kept loaded (each is a full model instance).
     pub adapter_max_resident: usize,
+    /// Default adapter per route for requests whose `model` is the base, e.g.
+    /// `{rag = "fmt"}`; used while that adapter is loaded, else the base answers.
+    pub route_adapters: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -206,6 +209,7 @@ impl Default for Config {
             adapter_work_dir: PathBuf::from("data/adapter-generations"),
             adapter_max_rank: 16,
             adapter_max_resident: 2,
+            route_adapters: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -288,6 +292,16 @@ pub struct ConfigArgs {
     pub adapter_max_rank: Option<usize>,
     #[arg(long, env = "SWITCHYARD_ADAPTER_MAX_RESIDENT")]
     pub adapter_max_resident: Option<usize>,
+    /// `ROUTE=ADAPTER` pairs, comma-separated, e.g. `rag=fmt`.
+    #[arg(long, env = "SWITCHYARD_ROUTE_ADAPTERS", value_delimiter = ',', value_parser = parse_route_adapter)]
+    pub route_adapters: Option<Vec<(String, String)>>,
+}
+
+fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
+    let (route, adapter) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("`{pair}` is not ROUTE=ADAPTER"))?;
+    Ok((route.trim().to_string(), adapter.trim().to_string()))
 }
 
 /// Why a configuration could not be built.
@@ -374,6 +388,9 @@ impl Config {
         set(&mut self.adapter_work_dir, &args.adapter_work_dir);
         set(&mut self.adapter_max_rank, &args.adapter_max_rank);
         set(&mut self.adapter_max_resident, &args.adapter_max_resident);
+        if let Some(pairs) = &args.route_adapters {
+            self.route_adapters = pairs.iter().cloned().collect();
+        }
     }
 
     /// The fusion method these settings describe.
@@ -415,6 +432,15 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "fusion_weights takes two non-negative numbers: BM25, dense".into(),
             ));
+        }
+        if let Some(route) = self
+            .route_adapters
+            .keys()
+            .find(|r| Route::from_label(r).is_none())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "route_adapters names `{route}`, which is not a route (simple, rag, tool)"
+            )));
         }
         if self.routes.is_empty() {
             return Err(ConfigError::Invalid(

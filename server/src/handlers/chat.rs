@@ -73,12 +73,26 @@ pub async fn completions(
     };
     let mut generation = request.to_generation(state.config())?;
     let tools = tool_set(&request)?;
-    let (backend, served_by) = match adapter {
-        Some((engine, generation)) => (engine, format!("{}@{generation}", request.model)),
-        None => (state.backend()?, "base".to_string()),
-    };
+    if adapter.is_none() {
+        // Fail fast (503) while the base model loads, before routing work.
+        state.backend()?;
+    }
     let slot = state.admit()?;
     let (route, routing) = choose_route(&state, &request, &generation, &tools).await?;
+    // The adapter named in `model`, else the route's default adapter when it is loaded, else
+    // the base.
+    let route_default = || {
+        let name = state.config().route_adapters.get(route.as_str())?;
+        let (engine, generation) = state.adapters().ok()?.engine(name)?;
+        Some((engine, format!("{name}@{generation}")))
+    };
+    let (backend, served_by) = match adapter {
+        Some((engine, generation)) => (engine, format!("{}@{generation}", request.model)),
+        None => match route_default() {
+            Some(chosen) => chosen,
+            None => (state.backend()?, "base".to_string()),
+        },
+    };
     state
         .metrics()
         .route_total
