@@ -203,7 +203,7 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
     assert!(registry.engine("other").is_none());
 }
 
-/// The admin API over HTTP, per-request selection by `model`, and a swap under load: 8
+/// The admin API over HTTP, per-request selection by `model`, and a swap under load: 16
 /// streaming clients while the active generation flips 100 times and a corrupt adapter is
 /// refused once. No request fails, and every answer equals the reference answer of the
 /// generation it reports (greedy decoding).
@@ -362,7 +362,7 @@ async fn admin_api_and_swaps_under_load() {
     ]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut clients = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..16 {
         let (stop, reference) = (stop.clone(), reference.clone());
         clients.push(tokio::spawn(async move {
             let mut served = Vec::new();

@@ -3,6 +3,7 @@
 //! `bench` measures generation against a baseline.
 
 mod bench;
+mod bench_adapters;
 mod cli_eval;
 mod cli_ingest;
 mod cli_router;
@@ -40,6 +41,8 @@ enum Command {
     Router(cli_router::RouterCommand),
     /// Measure TTFT, decode tok/s and throughput against a baseline server.
     Bench(bench::BenchArgs),
+    /// Measure adapter load time, swap latency and decode speed with an adapter vs the base.
+    BenchAdapters(bench_adapters::BenchAdaptersArgs),
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -117,6 +120,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Bench(args) => bench::run(args).await?,
+        Command::BenchAdapters(args) => {
+            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            bench_adapters::run(args).await?
+        }
     }
     Ok(())
 }
