@@ -295,3 +295,61 @@ async fn seed_makes_sampling_repeatable() {
         "other seeds sample other text: {a:?} {others:?}"
     );
 }
+
+#[tokio::test]
+async fn request_ids_are_echoed_and_request_metrics_move() {
+    let server = TestServer::shared();
+    let scrape = || async {
+        reqwest::get(server.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = scrape().await;
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .header("x-request-id", "trace-me-42")
+        .json(&chat_body("Say hi.", 4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    assert_eq!(response.status(), 200);
+    // Without one, the server makes one up.
+    let response = reqwest::get(server.url("/health")).await.unwrap();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(generated.len(), 32, "{generated}");
+    let after = scrape().await;
+    for series in [
+        "switchyard_http_requests_total{endpoint=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"}",
+        "switchyard_http_request_duration_seconds_count{endpoint=\"/v1/chat/completions\"}",
+        "switchyard_time_to_first_token_seconds_count{route=\"simple\"}",
+        "switchyard_inter_token_latency_seconds_count{route=\"simple\"}",
+        "switchyard_completion_tokens_total{route=\"simple\"}",
+        "switchyard_prompt_tokens_total{route=\"simple\"}",
+    ] {
+        assert!(
+            value(&after, series) > value(&before, series),
+            "{series} did not move:\n{after}"
+        );
+    }
+    assert!(
+        after
+            .lines()
+            .any(|l| l.starts_with("switchyard_build_info{") && l.ends_with(" 1")),
+        "{after}"
+    );
+    assert!(after.contains("switchyard_requests_running "), "{after}");
+}

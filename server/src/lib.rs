@@ -12,6 +12,7 @@ pub mod extract;
 pub mod handlers;
 pub mod index;
 pub mod metrics;
+pub mod observe;
 pub mod openai;
 pub mod rag;
 pub mod routing;

@@ -3,7 +3,8 @@
 //! cardinality only (stage, cause, route, status).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use retrieval::{IndexStats, SearchResult};
@@ -30,7 +31,25 @@ pub struct Metrics {
     pub route_fallbacks_total: IntCounterVec,
     pub citation_markers_removed_total: IntCounterVec,
     pub citation_quotes_invalid_total: IntCounterVec,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub time_to_first_token_seconds: HistogramVec,
+    pub inter_token_latency_seconds: HistogramVec,
+    pub prompt_tokens_total: IntCounterVec,
+    pub completion_tokens_total: IntCounterVec,
+    pub requests_running: IntGauge,
+    pub rejections_total: IntCounterVec,
+    pub build_info: IntGaugeVec,
 }
+
+/// Latencies of whole requests and first tokens: 10 ms to 2 minutes, like vLLM's.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 120.0,
+];
+/// Gaps between tokens: 1 ms to 2.5 s.
+const TOKEN_GAP_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+];
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
     registry
@@ -47,6 +66,25 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        let metrics = Self::unlabelled();
+        let device = if cfg!(feature = "cuda") {
+            "cuda"
+        } else {
+            "cpu"
+        };
+        metrics
+            .build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                env!("SWITCHYARD_GIT_COMMIT"),
+                "mistral.rs 0.8.1",
+                device,
+            ])
+            .set(1);
+        metrics
+    }
+
+    fn unlabelled() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             register(
@@ -142,6 +180,77 @@ impl Metrics {
                 "switchyard_citation_markers_removed_total",
                 "Citation markers in answers that pointed at no provided source",
                 &["route"],
+            ),
+            http_requests_total: counter(
+                "switchyard_http_requests_total",
+                "HTTP requests by matched endpoint, method and status class",
+                &["endpoint", "method", "status"],
+            ),
+            http_request_duration_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_http_request_duration_seconds",
+                        "Time to the response head (streams: to the first event)",
+                    )
+                    .buckets(REQUEST_BUCKETS.to_vec()),
+                    &["endpoint"],
+                )
+                .expect("valid histogram"),
+            ),
+            time_to_first_token_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_time_to_first_token_seconds",
+                        "Request start to the first generated token, retrieval included",
+                    )
+                    .buckets(REQUEST_BUCKETS.to_vec()),
+                    &["route"],
+                )
+                .expect("valid histogram"),
+            ),
+            inter_token_latency_seconds: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "switchyard_inter_token_latency_seconds",
+                        "Time between streamed text pieces",
+                    )
+                    .buckets(TOKEN_GAP_BUCKETS.to_vec()),
+                    &["route"],
+                )
+                .expect("valid histogram"),
+            ),
+            prompt_tokens_total: counter(
+                "switchyard_prompt_tokens_total",
+                "Prompt tokens processed",
+                &["route"],
+            ),
+            completion_tokens_total: counter(
+                "switchyard_completion_tokens_total",
+                "Tokens generated",
+                &["route"],
+            ),
+            requests_running: gauge(
+                "switchyard_requests_running",
+                "Generations admitted and not finished",
+            ),
+            rejections_total: counter(
+                "switchyard_rejections_total",
+                "Requests refused before generating, by reason",
+                &["reason"],
+            ),
+            build_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "switchyard_build_info",
+                        "Always 1: the build's version, git commit, engine and device",
+                    ),
+                    &["version", "git_commit", "engine", "device"],
+                )
+                .expect("valid gauge"),
             ),
             citation_quotes_invalid_total: counter(
                 "switchyard_citation_quotes_invalid_total",

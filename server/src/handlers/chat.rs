@@ -58,6 +58,7 @@ pub async fn completions(
     State(state): State<AppState>,
     OpenAiJson(request): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response> {
+    let started = std::time::Instant::now();
     // `model` is the base, or an adapter name: its active generation serves the whole request
     // (the Arc is the lease; a swap during the request does not affect it).
     let adapter = if request.model == state.config().model_id {
@@ -77,7 +78,13 @@ pub async fn completions(
         // Fail fast (503) while the base model loads, before routing work.
         state.backend()?;
     }
-    let slot = state.admit()?;
+    let slot = state.admit().inspect_err(|_| {
+        state
+            .metrics()
+            .rejections_total
+            .with_label_values(&["overloaded"])
+            .inc();
+    })?;
     let (route, routing) = choose_route(&state, &request, &generation, &tools).await?;
     // The adapter named in `model`, else the route's default adapter when it is loaded, else
     // the base.
@@ -119,7 +126,7 @@ pub async fn completions(
         Route::Rag => Some(ground(&state, &mut generation).await?),
         _ => None,
     };
-    let mut events = backend.generate(generation).await?;
+    let mut events = instrument(backend.generate(generation).await?, &state, route, started);
 
     let response = if request.stream {
         // Wait for the first event before answering 200, so that a request the engine refuses
@@ -419,6 +426,49 @@ async fn tool_answer(
     chunks.push(Event::default().data("[DONE]"));
     let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
     Ok(Sse::new(stream).into_response())
+}
+
+/// Records time to first token, inter-token gaps and token counts as events pass.
+fn instrument(
+    events: EventStream,
+    state: &AppState,
+    route: Route,
+    started: std::time::Instant,
+) -> EventStream {
+    let state = state.clone();
+    let mut last: Option<std::time::Instant> = None;
+    Box::pin(events.map(move |event| {
+        let metrics = state.metrics();
+        let label = [route.as_str()];
+        match &event {
+            Ok(GenerationEvent::Delta(_)) => {
+                let now = std::time::Instant::now();
+                match last {
+                    None => metrics
+                        .time_to_first_token_seconds
+                        .with_label_values(&label)
+                        .observe((now - started).as_secs_f64()),
+                    Some(previous) => metrics
+                        .inter_token_latency_seconds
+                        .with_label_values(&label)
+                        .observe((now - previous).as_secs_f64()),
+                }
+                last = Some(now);
+            }
+            Ok(GenerationEvent::Done { usage, .. }) => {
+                metrics
+                    .prompt_tokens_total
+                    .with_label_values(&label)
+                    .inc_by(usage.prompt_tokens as u64);
+                metrics
+                    .completion_tokens_total
+                    .with_label_values(&label)
+                    .inc_by(usage.completion_tokens as u64);
+            }
+            Err(_) => {}
+        }
+        event
+    }))
 }
 
 fn with_route_header(mut response: Response, route: Route, confidence: f32) -> Response {

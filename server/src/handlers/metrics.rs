@@ -7,6 +7,10 @@ use axum::response::IntoResponse;
 use crate::state::AppState;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state
+        .metrics()
+        .requests_running
+        .set(state.in_flight() as i64);
     (
         [(
             header::CONTENT_TYPE,
