@@ -415,6 +415,36 @@ async fn admin_api_and_swaps_under_load() {
         seen.len()
     );
 
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"ok\"} 2",
+        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"refused\"} 4",
+        "switchyard_adapter_operations_total{operation=\"activate\",outcome=\"ok\"} 100",
+        "switchyard_adapter_operations_total{operation=\"activate\",outcome=\"conflict\"} 1",
+        "switchyard_adapter_resident_instances 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} missing:\n{metrics}"
+        );
+    }
+    let active_short = &active[..12];
+    assert!(
+        metrics.contains(&format!(
+            "switchyard_adapter_active_info{{adapter=\"fmt\",generation=\"{active_short}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("switchyard_adapter_resident_bytes ") && !l.ends_with(" 0")));
     let (status, _, _) = post("/v1/unload_lora_adapter", json!({"lora_name": "fmt"})).await;
     assert_eq!(status, 200);
     let (status, _, body) = post("/v1/unload_lora_adapter", json!({"lora_name": "fmt"})).await;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub requests_running: IntGauge,
     pub rejections_total: IntCounterVec,
     pub build_info: IntGaugeVec,
+    pub adapter_operations_total: IntCounterVec,
+    pub adapter_active_info: IntGaugeVec,
+    pub adapter_resident_instances: IntGauge,
+    pub adapter_resident_bytes: IntGauge,
 }
 
 /// Latencies of whole requests and first tokens: 10 ms to 2 minutes, like vLLM's.
@@ -252,6 +256,30 @@ impl Metrics {
                 )
                 .expect("valid gauge"),
             ),
+            adapter_operations_total: counter(
+                "switchyard_adapter_operations_total",
+                "Adapter loads, unloads and activations (swaps, rollbacks) by outcome",
+                &["operation", "outcome"],
+            ),
+            adapter_active_info: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "switchyard_adapter_active_info",
+                        "1 for each adapter name's active generation",
+                    ),
+                    &["adapter", "generation"],
+                )
+                .expect("valid gauge"),
+            ),
+            adapter_resident_instances: gauge(
+                "switchyard_adapter_resident_instances",
+                "Adapter generations loaded as engine instances",
+            ),
+            adapter_resident_bytes: gauge(
+                "switchyard_adapter_resident_bytes",
+                "Bytes of the loaded adapter generations' merged weights",
+            ),
             citation_quotes_invalid_total: counter(
                 "switchyard_citation_quotes_invalid_total",
                 "Quotes in JSON answers not found in their cited source (removed, or flagged when streamed)",
@@ -284,6 +312,26 @@ impl Metrics {
         self.retrieval_results
             .with_label_values(&[route])
             .observe(result.hits.len() as f64);
+    }
+
+    /// Refreshes the adapter gauges from the registry's list.
+    pub fn set_adapters(&self, adapters: &[adapters::AdapterInfo]) {
+        self.adapter_active_info.reset();
+        let (mut instances, mut bytes) = (0, 0);
+        for adapter in adapters {
+            self.adapter_active_info
+                .with_label_values(&[
+                    adapter.name.as_str(),
+                    &adapter.active_generation[..12.min(adapter.active_generation.len())],
+                ])
+                .set(1);
+            for generation in adapter.generations.iter().filter(|g| g.resident) {
+                instances += 1;
+                bytes += generation.resident_bytes;
+            }
+        }
+        self.adapter_resident_instances.set(instances);
+        self.adapter_resident_bytes.set(bytes as i64);
     }
 
     pub fn set_index_stats(&self, stats: IndexStats) {

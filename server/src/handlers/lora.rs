@@ -12,6 +12,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use adapters::RegistryError;
+
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
 use crate::state::AppState;
@@ -37,12 +39,31 @@ pub struct ActivateRequest {
     pub expected_generation: Option<String>,
 }
 
+/// Counts an adapter operation by outcome.
+fn record<T>(state: &AppState, operation: &str, result: &std::result::Result<T, RegistryError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(RegistryError::Invalid(_)) => "refused",
+        Err(RegistryError::Conflict { .. }) => "conflict",
+        Err(RegistryError::Busy) => "busy",
+        Err(RegistryError::NotFound(_) | RegistryError::UnknownGeneration { .. }) => "not_found",
+        Err(RegistryError::Engine(_)) => "error",
+    };
+    state
+        .metrics()
+        .adapter_operations_total
+        .with_label_values(&[operation, outcome])
+        .inc();
+}
+
 pub async fn load(
     State(state): State<AppState>,
     OpenAiJson(body): OpenAiJson<LoadRequest>,
 ) -> Result<Json<Value>> {
     let registry = state.adapters()?.clone();
-    let info = registry.load(&body.lora_name, &body.lora_path).await?;
+    let result = registry.load(&body.lora_name, &body.lora_path).await;
+    record(&state, "load", &result);
+    let info = result?;
     tracing::info!(
         adapter = body.lora_name,
         generation = info.generation,
@@ -57,7 +78,9 @@ pub async fn unload(
     State(state): State<AppState>,
     OpenAiJson(body): OpenAiJson<UnloadRequest>,
 ) -> Result<Json<Value>> {
-    state.adapters()?.unload(&body.lora_name)?;
+    let result = state.adapters()?.unload(&body.lora_name);
+    record(&state, "unload", &result);
+    result?;
     Ok(Json(json!({"lora_name": body.lora_name, "unloaded": true})))
 }
 
@@ -73,10 +96,12 @@ pub async fn activate(
     OpenAiJson(body): OpenAiJson<ActivateRequest>,
 ) -> Result<Json<Value>> {
     let Path(name) = name.map_err(|e| ApiError::invalid(e.body_text(), "name"))?;
-    let info =
+    let result =
         state
             .adapters()?
-            .activate(&name, &body.generation, body.expected_generation.as_deref())?;
+            .activate(&name, &body.generation, body.expected_generation.as_deref());
+    record(&state, "activate", &result);
+    let info = result?;
     Ok(Json(
         json!({"lora_name": name, "active_generation": info.generation, "generation": info}),
     ))

@@ -11,6 +11,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         .metrics()
         .requests_running
         .set(state.in_flight() as i64);
+    if let Ok(registry) = state.adapters() {
+        state.metrics().set_adapters(&registry.list());
+    }
     (
         [(
             header::CONTENT_TYPE,
