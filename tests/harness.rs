@@ -196,6 +196,42 @@ pub fn chat_body(prompt: &str, max_tokens: u32) -> Value {
     })
 }
 
+/// POSTs a non-streamed chat completion and returns (status, headers, body).
+pub async fn post_chat_with_headers(
+    server: &TestServer,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .expect("request sent");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.json().await.expect("JSON body"))
+}
+
+/// The server's `/metrics` text.
+pub async fn scrape_metrics(server: &TestServer) -> String {
+    reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of the first series starting with `series` (0 when absent: counters with
+/// labels appear only once they moved).
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// POSTs a non-streamed chat completion and returns (status, body).
 pub async fn post_chat(server: &TestServer, body: &Value) -> (u16, Value) {
     let response = reqwest::Client::new()

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use switchyard_server::Config;
 use switchyard_tests::{
-    chat_body, chat_text, open_stream, post_chat, stream_chat, test_config, TestServer,
+    chat_body, chat_text, metric_value, open_stream, post_chat, scrape_metrics, stream_chat,
+    test_config, TestServer,
 };
 
 fn assert_openai_error(body: &Value, code: &str) {
@@ -299,22 +300,7 @@ async fn seed_makes_sampling_repeatable() {
 #[tokio::test]
 async fn request_ids_are_echoed_and_request_metrics_move() {
     let server = TestServer::shared();
-    let scrape = || async {
-        reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let before = scrape().await;
+    let before = scrape_metrics(server).await;
     let response = reqwest::Client::new()
         .post(server.url("/v1/chat/completions"))
         .header("x-request-id", "trace-me-42")
@@ -331,7 +317,7 @@ async fn request_ids_are_echoed_and_request_metrics_move() {
         .unwrap()
         .to_string();
     assert_eq!(generated.len(), 32, "{generated}");
-    let after = scrape().await;
+    let after = scrape_metrics(server).await;
     for series in [
         "switchyard_http_requests_total{endpoint=\"/v1/chat/completions\",method=\"POST\",status=\"2xx\"}",
         "switchyard_http_request_duration_seconds_count{endpoint=\"/v1/chat/completions\"}",
@@ -341,7 +327,7 @@ async fn request_ids_are_echoed_and_request_metrics_move() {
         "switchyard_prompt_tokens_total{route=\"simple\"}",
     ] {
         assert!(
-            value(&after, series) > value(&before, series),
+            metric_value(&after, series) > metric_value(&before, series),
             "{series} did not move:\n{after}"
         );
     }

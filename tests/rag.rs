@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switchyard_tests::{char_slice, corpus_text, rag_config, stream_chat, TestServer};
+use switchyard_tests::{
+    char_slice, corpus_text, metric_value, post_chat_with_headers, rag_config, scrape_metrics,
+    stream_chat, TestServer,
+};
 use tokio::sync::OnceCell;
 
 /// Pages the shared server's default tenant holds.
@@ -128,18 +131,16 @@ fn assert_markers_valid(text: &str, sources: usize) {
 #[tokio::test]
 async fn a_git_question_is_answered_with_citations_of_exact_source_text() {
     let server = server().await;
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&rag_request(
+    let (status, headers, body) = post_chat_with_headers(
+        server,
+        &rag_request(
             "How do I put my uncommitted changes aside for later?",
             false,
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-switchyard-route"], "rag");
-    let body: Value = response.json().await.unwrap();
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-switchyard-route"], "rag");
     assert_eq!(body["route"], "rag");
     let citations = body["citations"].as_array().expect("citations");
     assert_citations_exact(citations);
@@ -199,25 +200,13 @@ async fn a_pinned_simple_route_does_not_retrieve() {
     let mut request = rag_request("Say hello.", false);
     request["route"] = json!("simple");
     request["max_tokens"] = json!(8);
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["x-switchyard-route"], "simple");
-    let body: Value = response.json().await.unwrap();
+    let (_, headers, body) = post_chat_with_headers(server, &request).await;
+    assert_eq!(headers["x-switchyard-route"], "simple");
     assert!(body.get("citations").is_none(), "{body}");
     // A route that does not exist is a clear 400.
     request["route"] = json!("nowhere");
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
+    let (status, _, body) = post_chat_with_headers(server, &request).await;
+    assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_json");
 }
 
@@ -418,32 +407,12 @@ async fn embeddings_are_served_in_the_openai_shape() {
 #[tokio::test]
 async fn retrieval_metrics_move_with_a_rag_request() {
     let server = server().await;
-    let scrape = || async {
-        reqwest::get(server.url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let value = |text: &str, series: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(series))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
-    let before = scrape().await;
+    let before = scrape_metrics(server).await;
     let mut request = rag_request("remove untracked files", false);
     request["max_tokens"] = json!(4);
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(&request)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let after = scrape().await;
+    let (status, _, _) = post_chat_with_headers(server, &request).await;
+    assert_eq!(status, 200);
+    let after = scrape_metrics(server).await;
     for series in [
         "switchyard_retrieval_stage_duration_seconds_count{stage=\"bm25\"}",
         "switchyard_retrieval_stage_duration_seconds_count{stage=\"embed\"}",
@@ -453,10 +422,10 @@ async fn retrieval_metrics_move_with_a_rag_request() {
         "switchyard_retrieval_results_count{route=\"rag\"}",
     ] {
         assert!(
-            value(&after, series) >= value(&before, series) + 1.0,
+            metric_value(&after, series) >= metric_value(&before, series) + 1.0,
             "{series} did not move:\n{after}"
         );
     }
-    assert!(value(&after, "switchyard_index_documents") >= PAGES.len() as f64);
-    assert!(value(&after, "switchyard_index_chunks") > 10.0);
+    assert!(metric_value(&after, "switchyard_index_documents") >= PAGES.len() as f64);
+    assert!(metric_value(&after, "switchyard_index_chunks") > 10.0);
 }

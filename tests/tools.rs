@@ -9,7 +9,9 @@ use std::time::Duration;
 use adapters::{collect, ChatMessage, GenerationRequest, Role, SamplingParams};
 use serde_json::{json, Value};
 use switchyard_server::routing::{train_router, TrainOptions};
-use switchyard_tests::{rag_config, stream_chat, workspace_root, TestServer};
+use switchyard_tests::{
+    post_chat_with_headers, rag_config, scrape_metrics, stream_chat, workspace_root, TestServer,
+};
 use tokio::sync::OnceCell;
 
 /// A router trained once per test binary.
@@ -94,17 +96,6 @@ fn chat(prompt: &str, extra: Value) -> Value {
     body
 }
 
-async fn post(server: &TestServer, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let (status, headers) = (response.status().as_u16(), response.headers().clone());
-    (status, headers, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn constrained_decoding_follows_a_tool_call_schema() {
     let server = TestServer::shared();
@@ -157,7 +148,8 @@ async fn the_router_picks_routes_and_says_so() {
             "rag",
         ),
     ] {
-        let (status, headers, body) = post(server, &chat(prompt, json!({"max_tokens": 4}))).await;
+        let (status, headers, body) =
+            post_chat_with_headers(server, &chat(prompt, json!({"max_tokens": 4}))).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(headers["x-switchyard-route"], route, "{prompt}: {body}");
         let routing = &body["routing"];
@@ -174,7 +166,7 @@ async fn the_router_picks_routes_and_says_so() {
         assert_eq!(body.get("citations").is_some(), route == "rag", "{body}");
     }
     // The router says `tool`, the request has no tools: answered on simple, and said so.
-    let (_, headers, body) = post(
+    let (_, headers, body) = post_chat_with_headers(
         server,
         &chat(
             "what's the weather like in Oslo right now?",
@@ -189,7 +181,7 @@ async fn the_router_picks_routes_and_says_so() {
         .unwrap()
         .contains("no tools"));
     // A pinned route wins over the router.
-    let (_, headers, body) = post(
+    let (_, headers, body) = post_chat_with_headers(
         server,
         &chat("hi there", json!({"route": "rag", "max_tokens": 4})),
     )
@@ -197,12 +189,7 @@ async fn the_router_picks_routes_and_says_so() {
     assert_eq!(headers["x-switchyard-route"], "rag");
     assert_eq!(body["routing"]["decided_by"], "client");
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(server).await;
     for series in [
         "switchyard_route_decisions_total{decided_by=\"router\",route=\"simple\"}",
         "switchyard_router_classification_duration_seconds_count",
@@ -219,7 +206,7 @@ async fn the_router_picks_routes_and_says_so() {
 #[tokio::test]
 async fn the_tool_route_returns_openai_tool_calls() {
     let server = routed_server().await;
-    let (status, headers, body) = post(
+    let (status, headers, body) = post_chat_with_headers(
         server,
         &chat(
             "What's the weather in Oslo?",
@@ -253,7 +240,7 @@ async fn the_tool_route_returns_openai_tool_calls() {
             {"role": "tool", "tool_call_id": call["id"], "content": "{\"temperature_c\": 4, \"sky\": \"rain\"}"}
         ]
     });
-    let (status, headers, body) = post(server, &follow_up).await;
+    let (status, headers, body) = post_chat_with_headers(server, &follow_up).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-switchyard-route"], "simple");
     assert_eq!(body["routing"]["decided_by"], "tool_result");
@@ -269,7 +256,7 @@ async fn tool_choice_forces_forbids_or_names_the_tool() {
     let server = routed_server().await;
     // Named: the call is that tool, even for a question the router would send elsewhere.
     let named = json!({"type": "function", "function": {"name": "calculator"}});
-    let (_, _, body) = post(
+    let (_, _, body) = post_chat_with_headers(
         server,
         &chat(
             "what is 12 times 7",
@@ -283,7 +270,7 @@ async fn tool_choice_forces_forbids_or_names_the_tool() {
         "{body}"
     );
     // None: never a call; the router's `tool` falls back to simple.
-    let (_, headers, body) = post(
+    let (_, headers, body) = post_chat_with_headers(
         server,
         &chat(
             "what's the weather in Paris",
@@ -320,7 +307,7 @@ async fn tool_choice_forces_forbids_or_names_the_tool() {
         json!({"tool_choice": "required"}),
         json!({"tools": tools(), "tool_choice": {"type": "function", "function": {"name": "nope"}}}),
     ] {
-        let (status, _, body) = post(server, &chat("hi", extra.clone())).await;
+        let (status, _, body) = post_chat_with_headers(server, &chat("hi", extra.clone())).await;
         assert_eq!(status, 400, "{extra} -> {body}");
         assert_eq!(body["error"]["code"], "invalid_value");
     }
@@ -348,7 +335,7 @@ async fn below_threshold_the_router_abstains_to_the_fallback_route() {
     config.router_fallback_route = switchyard_server::config::Route::Simple;
     let server = TestServer::start_ready(config);
     server.wait_index_ready(Duration::from_secs(120));
-    let (_, headers, body) = post(
+    let (_, headers, body) = post_chat_with_headers(
         &server,
         &chat(
             "how do I rebase my branch onto main",
@@ -359,12 +346,7 @@ async fn below_threshold_the_router_abstains_to_the_fallback_route() {
     assert_eq!(headers["x-switchyard-route"], "simple", "{body}");
     assert_eq!(body["routing"]["decided_by"], "router_abstained");
     assert_eq!(body["routing"]["predicted"], "rag");
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(&server).await;
     assert!(
         metrics.contains("switchyard_router_abstentions_total{predicted=\"rag\"} 1"),
         "{metrics}"
