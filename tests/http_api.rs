@@ -227,6 +227,57 @@ async fn body_over_limit_is_413() {
 }
 
 #[tokio::test]
+async fn waiting_and_running_gauges_follow_the_engine_instances() {
+    // One engine instance and room for two admitted requests: the second waits.
+    let server = TestServer::start_ready(Config {
+        max_in_flight: 2,
+        engine_instances: 1,
+        ..test_config()
+    });
+    let long = chat_body("Write a very long essay about the history of bridges.", 400);
+    let holder = open_stream(&server, &long).await;
+    assert_eq!(holder.status(), 200);
+    let waiter = {
+        let url = server.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&chat_body("hi", 2))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let gauges = |metrics: &str| {
+        (
+            metric_value(metrics, "switchyard_requests_waiting "),
+            metric_value(metrics, "switchyard_requests_running "),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = scrape_metrics(&server).await;
+        if gauges(&metrics) == (1.0, 1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never saw one waiting and one running: {:?}",
+            gauges(&metrics)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Freeing the instance lets the waiter run and finish; both gauges return to zero.
+    drop(holder);
+    assert_eq!(waiter.await.unwrap().unwrap(), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while gauges(&scrape_metrics(&server).await) != (0.0, 0.0) {
+        assert!(std::time::Instant::now() < deadline, "gauges never fell");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn overload_is_429_with_retry_after_and_slot_is_freed() {
     let server = TestServer::start_ready(Config {
         max_in_flight: 1,
@@ -247,6 +298,15 @@ async fn overload_is_429_with_retry_after_and_slot_is_freed() {
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "1");
     assert_openai_error(&response.json().await.unwrap(), "server_overloaded");
+    let metrics = scrape_metrics(&server).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "switchyard_rejections_total{reason=\"overloaded\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
 
     // A client that goes away frees its slot (and its engine request).
     drop(holder);

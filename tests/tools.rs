@@ -10,7 +10,8 @@ use adapters::{collect, ChatMessage, GenerationRequest, Role, SamplingParams};
 use serde_json::{json, Value};
 use switchyard_server::routing::{train_router, TrainOptions};
 use switchyard_tests::{
-    post_chat_with_headers, rag_config, scrape_metrics, stream_chat, workspace_root, TestServer,
+    metric_value, post_chat_with_headers, rag_config, scrape_metrics, stream_chat, workspace_root,
+    TestServer,
 };
 use tokio::sync::OnceCell;
 
@@ -229,6 +230,29 @@ async fn the_tool_route_returns_openai_tool_calls() {
         arguments["city"].as_str().unwrap().contains("Oslo"),
         "{arguments}"
     );
+    // Tool calls count their tokens and first-token latency like the other routes (at least
+    // this call's: the server is shared with other tests).
+    let metrics = scrape_metrics(server).await;
+    for (series, least) in [
+        (
+            "switchyard_prompt_tokens_total{route=\"tool\"}",
+            body["usage"]["prompt_tokens"].as_f64().unwrap(),
+        ),
+        (
+            "switchyard_completion_tokens_total{route=\"tool\"}",
+            body["usage"]["completion_tokens"].as_f64().unwrap(),
+        ),
+        (
+            "switchyard_time_to_first_token_seconds_count{route=\"tool\"}",
+            1.0,
+        ),
+    ] {
+        assert!(least > 0.0);
+        assert!(
+            metric_value(&metrics, series) >= least,
+            "{series}: {metrics}"
+        );
+    }
 
     // The follow-up with the tool's result is answered normally.
     let follow_up = json!({

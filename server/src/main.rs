@@ -5,6 +5,7 @@
 mod bench;
 mod bench_adapters;
 mod cli_eval;
+mod cli_format;
 mod cli_ingest;
 mod cli_router;
 
@@ -39,20 +40,13 @@ enum Command {
     /// Train or evaluate the intent router.
     #[command(subcommand)]
     Router(cli_router::RouterCommand),
+    /// The format adapter: build its training set, measure it against the base.
+    #[command(subcommand)]
+    Format(cli_format::FormatCommand),
     /// Measure TTFT, decode tok/s and throughput against a baseline server.
     Bench(bench::BenchArgs),
     /// Measure adapter load time, swap latency and decode speed with an adapter vs the base.
     BenchAdapters(bench_adapters::BenchAdaptersArgs),
-}
-
-fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| default_filter.into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 async fn shutdown_signal() {
@@ -82,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = Config::resolve(&args)?;
-            init_logging(
+            switchyard_server::logging::init(
                 config.log_format,
                 "info,mistralrs_core=warn,qdrant_edge=error",
             );
@@ -95,15 +89,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Ingest(args) => {
             // Warnings only: the progress bar is the output.
-            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             cli_ingest::run(args).await?
         }
         Command::Eval(command) => {
-            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             cli_eval::run(command).await?
         }
+        Command::Format(command) => {
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
+            cli_format::run(command).await?
+        }
         Command::Router(command) => {
-            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             cli_router::run(command)?
         }
         Command::Convert { gguf, out } => {
@@ -121,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args).await?,
         Command::BenchAdapters(args) => {
-            init_logging(LogFormat::Text, "warn,qdrant_edge=error");
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             bench_adapters::run(args).await?
         }
     }

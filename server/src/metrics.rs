@@ -2,6 +2,8 @@
 //! process). Names are prefixed `switchyard_`, units are in the names, and labels have low
 //! cardinality only (stage, cause, route, status).
 
+use std::cell::RefCell;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -17,6 +19,7 @@ const STAGE_BUCKETS: &[f64] = &[
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,
+    families: Vec<String>,
     pub retrieval_stage_seconds: HistogramVec,
     pub retrieval_degraded_total: IntCounterVec,
     pub retrieval_results: HistogramVec,
@@ -38,6 +41,7 @@ pub struct Metrics {
     pub prompt_tokens_total: IntCounterVec,
     pub completion_tokens_total: IntCounterVec,
     pub requests_running: IntGauge,
+    pub requests_waiting: IntGauge,
     pub rejections_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub adapter_operations_total: IntCounterVec,
@@ -55,7 +59,14 @@ const TOKEN_GAP_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
 ];
 
-fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    names: &RefCell<Vec<String>>,
+    metric: T,
+) -> T {
+    names
+        .borrow_mut()
+        .extend(metric.desc().iter().map(|desc| desc.fq_name.clone()));
     registry
         .register(Box::new(metric.clone()))
         .expect("metric names are unique");
@@ -90,18 +101,24 @@ impl Metrics {
 
     fn unlabelled() -> Self {
         let registry = Registry::new();
+        let names = RefCell::new(Vec::new());
         let counter = |name: &str, help: &str, labels: &[&str]| {
             register(
                 &registry,
+                &names,
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
             )
         };
         let gauge = |name: &str, help: &str| {
-            register(&registry, IntGauge::new(name, help).expect("valid gauge"))
+            register(
+                &registry,
+                &names,
+                IntGauge::new(name, help).expect("valid gauge"),
+            )
         };
         Self {
             retrieval_stage_seconds: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_retrieval_stage_duration_seconds",
@@ -118,7 +135,7 @@ impl Metrics {
                 &["cause"],
             ),
             retrieval_results: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_retrieval_results",
@@ -152,7 +169,7 @@ impl Metrics {
                 &["predicted"],
             ),
             router_classification_seconds: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_router_classification_duration_seconds",
@@ -164,7 +181,7 @@ impl Metrics {
                 .expect("valid histogram"),
             ),
             router_confidence: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_router_confidence",
@@ -191,7 +208,7 @@ impl Metrics {
                 &["endpoint", "method", "status"],
             ),
             http_request_duration_seconds: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_http_request_duration_seconds",
@@ -203,7 +220,7 @@ impl Metrics {
                 .expect("valid histogram"),
             ),
             time_to_first_token_seconds: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_time_to_first_token_seconds",
@@ -215,7 +232,7 @@ impl Metrics {
                 .expect("valid histogram"),
             ),
             inter_token_latency_seconds: register(
-                &registry,
+                &registry, &names,
                 HistogramVec::new(
                     HistogramOpts::new(
                         "switchyard_inter_token_latency_seconds",
@@ -238,7 +255,11 @@ impl Metrics {
             ),
             requests_running: gauge(
                 "switchyard_requests_running",
-                "Generations admitted and not finished",
+                "Generations being decoded by an engine instance",
+            ),
+            requests_waiting: gauge(
+                "switchyard_requests_waiting",
+                "Generations admitted and waiting for a free engine instance",
             ),
             rejections_total: counter(
                 "switchyard_rejections_total",
@@ -246,7 +267,7 @@ impl Metrics {
                 &["reason"],
             ),
             build_info: register(
-                &registry,
+                &registry, &names,
                 IntGaugeVec::new(
                     Opts::new(
                         "switchyard_build_info",
@@ -262,7 +283,7 @@ impl Metrics {
                 &["operation", "outcome"],
             ),
             adapter_active_info: register(
-                &registry,
+                &registry, &names,
                 IntGaugeVec::new(
                     Opts::new(
                         "switchyard_adapter_active_info",
@@ -285,8 +306,15 @@ impl Metrics {
                 "Quotes in JSON answers not found in their cited source (removed, or flagged when streamed)",
                 &["route"],
             ),
+            families: names.into_inner(),
             registry,
         }
+    }
+
+    /// The name of every metric family, including labelled ones that have not moved yet (and
+    /// so are absent from [`render`](Self::render)'s output).
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// Records one search's stage timings, degradations and result count.
@@ -339,6 +367,13 @@ impl Metrics {
         self.index_chunks.set(stats.chunks as i64);
     }
 
+    /// Counts `gauge` up now and down when the returned guard drops, so early returns and
+    /// cancelled requests cannot leave it high.
+    pub fn track(gauge: &IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -346,5 +381,65 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding does not fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// Holds one unit of a gauge; see [`Metrics::track`].
+pub struct GaugeGuard(IntGauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use retrieval::hybrid::StageTimings;
+    use retrieval::{Degradation, DegradedCause, SearchResult};
+
+    use super::*;
+
+    #[test]
+    fn a_degraded_search_counts_its_cause_and_only_the_stages_that_ran() {
+        let metrics = Metrics::new();
+        let result = SearchResult {
+            hits: Vec::new(),
+            degraded: vec![Degradation {
+                cause: DegradedCause::VectorTimeout,
+                message: "vector search took longer than 2000 ms".into(),
+            }],
+            timings: StageTimings {
+                embed: Some(Duration::from_millis(7)),
+                bm25: Some(Duration::from_millis(2)),
+                vector: None,
+                fusion: Duration::from_micros(100),
+            },
+        };
+        metrics.observe_search("rag", &result);
+        let text = metrics.render();
+        assert!(
+            text.contains("switchyard_retrieval_degraded_total{cause=\"vector_timeout\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("switchyard_retrieval_stage_duration_seconds_count{stage=\"bm25\"} 1")
+        );
+        assert!(!text.contains("stage=\"vector\""), "{text}");
+        assert!(text.contains("switchyard_retrieval_results_count{route=\"rag\"} 1"));
+    }
+
+    #[test]
+    fn a_tracked_gauge_falls_back_when_its_guard_drops() {
+        let metrics = Metrics::new();
+        let first = Metrics::track(&metrics.requests_waiting);
+        let second = Metrics::track(&metrics.requests_waiting);
+        assert_eq!(metrics.requests_waiting.get(), 2);
+        drop(first);
+        assert_eq!(metrics.requests_waiting.get(), 1);
+        drop(second);
+        assert_eq!(metrics.requests_waiting.get(), 0);
     }
 }

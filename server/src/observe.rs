@@ -1,7 +1,9 @@
 //! Per-request observability: a request id (the client's `x-request-id`, or a new one) on a
-//! tracing span around the whole request and echoed in the response, and HTTP metrics by
-//! matched endpoint (never the raw path: ids in paths would explode label cardinality).
+//! tracing span around the whole request and echoed in the response, stage spans with their
+//! durations, and HTTP metrics by matched endpoint (never the raw path: ids in paths would
+//! explode label cardinality).
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -58,4 +60,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Runs one stage of a request (`route`, `retrieve`) in its own span, a child of the request's,
+/// and logs its duration when it ends. (`generate` outlives the handler when streamed: its
+/// span is opened and closed by the chat handler's event stream.)
+pub async fn stage<F: Future>(name: &'static str, work: F) -> F::Output {
+    let span = tracing::info_span!("stage", stage = name);
+    let started = Instant::now();
+    let output = work.instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "stage done"
+        )
+    });
+    output
 }

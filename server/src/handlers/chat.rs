@@ -17,6 +17,8 @@ use adapters::{collect, EventStream, GenerationEvent, GenerationRequest, Role};
 use crate::config::{AnswerFormat, Route, ToolSelection};
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
+use crate::metrics::Metrics;
+use crate::observe::stage;
 use crate::openai::{
     ChatCompletionRequest, CompletionMeta, Delta, RetrievalInfo, RoutingInfo, ToolCallDelta,
 };
@@ -85,7 +87,8 @@ pub async fn completions(
             .with_label_values(&["overloaded"])
             .inc();
     })?;
-    let (route, routing) = choose_route(&state, &request, &generation, &tools).await?;
+    let (route, routing) =
+        stage("route", choose_route(&state, &request, &generation, &tools)).await?;
     // The adapter named in `model`, else the route's default adapter when it is loaded, else
     // the base.
     let route_default = || {
@@ -115,18 +118,29 @@ pub async fn completions(
                 tools.pick(&name);
             }
         }
-        let response =
-            tool_answer(backend, generation, &tools, &request, meta, routing, slot).await?;
+        let generation = tool_generation(generation, &tools);
+        let events = instrument(
+            start_generation(&state, backend.as_ref(), generation).await?,
+            &state,
+            route,
+            started,
+        );
+        let response = tool_answer(events, &tools, &request, meta, routing, slot).await?;
         return Ok(with_adapter_header(
             with_route_header(response, route, confidence),
             &served_by,
         ));
     }
     let grounding = match route {
-        Route::Rag => Some(ground(&state, &mut generation).await?),
+        Route::Rag => Some(stage("retrieve", ground(&state, &mut generation)).await?),
         _ => None,
     };
-    let mut events = instrument(backend.generate(generation).await?, &state, route, started);
+    let mut events = instrument(
+        start_generation(&state, backend.as_ref(), generation).await?,
+        &state,
+        route,
+        started,
+    );
 
     let response = if request.stream {
         // Wait for the first event before answering 200, so that a request the engine refuses
@@ -346,20 +360,14 @@ async fn select_tool(
 /// decoded greedily: a sampled token could still match the schema, but greedy gives the
 /// model's best arguments.
 async fn tool_answer(
-    backend: std::sync::Arc<dyn adapters::Backend>,
-    mut generation: GenerationRequest,
+    events: EventStream,
     tools: &ToolSet,
     request: &ChatCompletionRequest,
     meta: CompletionMeta,
     routing: RoutingInfo,
     slot: GenerationSlot,
 ) -> Result<Response> {
-    generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
-    generation.json_schema = Some(tools.output_schema());
-    generation.sampling.temperature = 0.0;
-    generation.sampling.seed = None;
-    generation.sampling.stop.clear();
-    let output = collect(backend.generate(generation).await?).await?;
+    let output = collect(events).await?;
     drop(slot);
     let call = tools.parse_call(&output.text);
     let mut completion = meta.completion(String::new(), output.finish_reason, output.usage);
@@ -428,7 +436,29 @@ async fn tool_answer(
     Ok(Sse::new(stream).into_response())
 }
 
-/// Records time to first token, inter-token gaps and token counts as events pass.
+/// The generation that asks for one call of the chosen tools, constrained to their schema.
+fn tool_generation(mut generation: GenerationRequest, tools: &ToolSet) -> GenerationRequest {
+    generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
+    generation.json_schema = Some(tools.output_schema());
+    generation.sampling.temperature = 0.0;
+    generation.sampling.seed = None;
+    generation.sampling.stop.clear();
+    generation
+}
+
+/// Starts a generation; it counts as waiting until an engine instance takes it.
+async fn start_generation(
+    state: &AppState,
+    backend: &dyn adapters::Backend,
+    generation: GenerationRequest,
+) -> Result<EventStream> {
+    let _waiting = Metrics::track(&state.metrics().requests_waiting);
+    Ok(backend.generate(generation).await?)
+}
+
+/// Records time to first token, inter-token gaps and token counts as events pass, and logs the
+/// `generate` stage (in the request's span, though a stream is polled after the handler
+/// returned) when the generation ends.
 fn instrument(
     events: EventStream,
     state: &AppState,
@@ -436,7 +466,10 @@ fn instrument(
     started: std::time::Instant,
 ) -> EventStream {
     let state = state.clone();
+    let span = tracing::info_span!("stage", stage = "generate");
+    let generation_started = std::time::Instant::now();
     let mut last: Option<std::time::Instant> = None;
+    let mut first_token_ms = None;
     Box::pin(events.map(move |event| {
         let metrics = state.metrics();
         let label = [route.as_str()];
@@ -444,10 +477,14 @@ fn instrument(
             Ok(GenerationEvent::Delta(_)) => {
                 let now = std::time::Instant::now();
                 match last {
-                    None => metrics
-                        .time_to_first_token_seconds
-                        .with_label_values(&label)
-                        .observe((now - started).as_secs_f64()),
+                    None => {
+                        let ttft = (now - started).as_secs_f64();
+                        first_token_ms = Some(ttft * 1e3);
+                        metrics
+                            .time_to_first_token_seconds
+                            .with_label_values(&label)
+                            .observe(ttft)
+                    }
                     Some(previous) => metrics
                         .inter_token_latency_seconds
                         .with_label_values(&label)
@@ -455,7 +492,20 @@ fn instrument(
                 }
                 last = Some(now);
             }
-            Ok(GenerationEvent::Done { usage, .. }) => {
+            Ok(GenerationEvent::Done {
+                usage,
+                finish_reason,
+            }) => {
+                span.in_scope(|| {
+                    tracing::info!(
+                        elapsed_ms = generation_started.elapsed().as_secs_f64() * 1e3,
+                        ttft_ms = first_token_ms,
+                        prompt_tokens = usage.prompt_tokens,
+                        completion_tokens = usage.completion_tokens,
+                        finish_reason = ?finish_reason,
+                        "stage done"
+                    )
+                });
                 metrics
                     .prompt_tokens_total
                     .with_label_values(&label)

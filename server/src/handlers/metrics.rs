@@ -7,10 +7,12 @@ use axum::response::IntoResponse;
 use crate::state::AppState;
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    state
-        .metrics()
+    // Admitted generations are either waiting for an engine instance or running on one.
+    let metrics = state.metrics();
+    let waiting = metrics.requests_waiting.get();
+    metrics
         .requests_running
-        .set(state.in_flight() as i64);
+        .set((state.in_flight() as i64 - waiting).max(0));
     if let Ok(registry) = state.adapters() {
         state.metrics().set_adapters(&registry.list());
     }
