@@ -1,5 +1,5 @@
-//! The adapter registry on the real model: synthetic PEFT adapters (deterministic values
-//! written here, rank 8 on q_proj/v_proj of every layer) merged into the safetensors base
+//! The adapter registry on the real model: synthetic PEFT adapters (`adapters::synthetic`:
+//! deterministic values, rank 8 on q_proj/v_proj of every layer) merged into the safetensors base
 //! converted from the shipped GGUF, hot-swapped, rolled back with compare-and-set, with
 //! leases, refusals that change nothing, serialised loads and LRU eviction.
 
@@ -11,52 +11,14 @@ use adapters::{
     collect, AdapterRegistry, Backend, ChatMessage, GenerationRequest, RegistryConfig,
     RegistryError, Role, SamplingParams,
 };
-use candle_core::{Device, Tensor};
 use serde_json::json;
 use switchyard_tests::model_path;
 
-const LAYERS: usize = 30;
-const HIDDEN: usize = 576;
-const KV: usize = 192;
-const RANK: usize = 8;
-
-/// Deterministic values in [-amp, amp].
-fn values(seed: u64, n: usize, amp: f32) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            ((x % 2001) as f32 / 1000.0 - 1.0) * amp
-        })
-        .collect()
-}
-
-fn write_adapter(dir: &Path, seed: u64, nan: bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut tensors = HashMap::new();
-    for layer in 0..LAYERS {
-        for (module, out) in [("q_proj", HIDDEN), ("v_proj", KV)] {
-            let key = format!("base_model.model.model.layers.{layer}.self_attn.{module}");
-            let mut a = values(seed * 1000 + layer as u64, RANK * HIDDEN, 0.1);
-            if nan && layer == 7 {
-                a[3] = f32::NAN;
-            }
-            let b = values(seed * 7000 + layer as u64, out * RANK, 0.1);
-            tensors.insert(
-                format!("{key}.lora_A.weight"),
-                Tensor::from_vec(a, (RANK, HIDDEN), &Device::Cpu).unwrap(),
-            );
-            tensors.insert(
-                format!("{key}.lora_B.weight"),
-                Tensor::from_vec(b, (out, RANK), &Device::Cpu).unwrap(),
-            );
-        }
-    }
-    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
-    let config = json!({"peft_type": "LORA", "r": RANK, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "bias": "none"});
-    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
+/// A synthetic adapter for the converted base in `dir` (see `adapters::synthetic`).
+fn write_adapter(dir: &Path, seed: u64, corrupt: bool) {
+    let base = dir.parent().unwrap().parent().unwrap().join("base");
+    let shapes = adapters::lora::base_shapes(&base).unwrap();
+    adapters::synthetic::write_synthetic_adapter(dir, &shapes, seed, corrupt).unwrap();
 }
 
 async fn answer(engine: &Arc<dyn Backend>) -> String {
@@ -361,9 +323,11 @@ async fn admin_api_and_swaps_under_load() {
         (format!("fmt@{gen_b}"), text_b.clone()),
     ]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Generations served so far, seen by the swapping loop below.
+    let served_by = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let (stop, reference) = (stop.clone(), reference.clone());
+        let (stop, reference, served_by) = (stop.clone(), reference.clone(), served_by.clone());
         clients.push(tokio::spawn(async move {
             let mut served = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) || served.is_empty() {
@@ -374,13 +338,22 @@ async fn admin_api_and_swaps_under_load() {
                 assert!(streamed.ended_with_done(), "{:?}", streamed.events);
                 let adapter = streamed.chunks()[0]["adapter"].as_str().unwrap().to_string();
                 assert_eq!(&streamed.text(), reference.get(&adapter).expect("a known generation"), "{adapter}");
+                served_by.lock().unwrap().insert(adapter.clone());
                 served.push(adapter);
             }
             served
         }));
     }
     let mut active = gen_b.clone();
-    for i in 0..100 {
+    // 100 swaps, then on until both generations have served a request (which one a request
+    // gets depends on timing; the test needs both).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut i = 0;
+    while i < 100 || served_by.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both generations never served"
+        );
         let next = if active == gen_a {
             gen_b.clone()
         } else {
@@ -397,6 +370,7 @@ async fn admin_api_and_swaps_under_load() {
             .await;
             assert_eq!(status, 400);
         }
+        i += 1;
         tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -411,7 +385,7 @@ async fn admin_api_and_swaps_under_load() {
         "both generations served: {on_a} / {on_b}"
     );
     println!(
-        "swap under load: 100 switches, {} streamed requests ({on_a} on A, {on_b} on B), none failed",
+        "swap under load: {i} switches, {} streamed requests ({on_a} on A, {on_b} on B), none failed",
         seen.len()
     );
 
@@ -424,11 +398,12 @@ async fn admin_api_and_swaps_under_load() {
         .await
         .unwrap();
     for series in [
-        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"ok\"} 2",
-        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"refused\"} 4",
-        "switchyard_adapter_operations_total{operation=\"activate\",outcome=\"ok\"} 100",
-        "switchyard_adapter_operations_total{operation=\"activate\",outcome=\"conflict\"} 1",
-        "switchyard_adapter_resident_instances 2",
+        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"ok\"} 2".to_string(),
+        "switchyard_adapter_operations_total{operation=\"load\",outcome=\"refused\"} 4".to_string(),
+        format!("switchyard_adapter_operations_total{{operation=\"activate\",outcome=\"ok\"}} {i}"),
+        "switchyard_adapter_operations_total{operation=\"activate\",outcome=\"conflict\"} 1"
+            .to_string(),
+        "switchyard_adapter_resident_instances 2".to_string(),
     ] {
         assert!(
             metrics.lines().any(|l| l == series),

@@ -15,6 +15,7 @@ mod mistral;
 mod registry;
 mod seeded;
 mod stop;
+pub mod synthetic;
 mod types;
 
 pub use backend::{collect, Backend, EventStream};

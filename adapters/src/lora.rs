@@ -48,6 +48,11 @@ pub struct AdapterConfig {
     pub use_dora: bool,
     #[serde(default)]
     pub modules_to_save: Option<serde_json::Value>,
+    /// Per-module ranks and alphas (PEFT writes `{}`): not supported, the scale is global.
+    #[serde(default)]
+    pub rank_pattern: Option<serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: Option<serde_json::Value>,
 }
 
 /// PEFT writes target modules as a list or a regex string.
@@ -191,6 +196,15 @@ pub fn load_adapter(
         .is_some_and(|m| !m.is_null())
     {
         return Err(invalid("modules_to_save is not supported"));
+    }
+    let non_empty = |v: &Option<serde_json::Value>| {
+        v.as_ref()
+            .is_some_and(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+    };
+    if non_empty(&config.rank_pattern) || non_empty(&config.alpha_pattern) {
+        return Err(invalid(
+            "rank_pattern and alpha_pattern are not supported (one rank and alpha for every module)",
+        ));
     }
     if !(config.lora_alpha.is_finite() && config.lora_alpha > 0.0) {
         return Err(invalid("lora_alpha must be a positive number"));
@@ -417,6 +431,13 @@ mod tests {
                 vec![0.0; 4],
                 json!({"r": 1, "lora_alpha": 1.0, "target_modules": ["q_proj"], "use_dora": true}),
                 "DoRA",
+            ),
+            (
+                1,
+                vec![0.0; 3],
+                vec![0.0; 4],
+                json!({"r": 1, "lora_alpha": 1.0, "target_modules": ["q_proj"], "rank_pattern": {"q_proj": 4}}),
+                "rank_pattern",
             ),
         ];
         for (r, a, b, cfg, reason) in cases {

@@ -122,6 +122,12 @@ impl Server {
             }
         });
 
+        if !self.state.config().startup_adapters.is_empty() {
+            tokio::spawn(crate::handlers::lora::load_startup_adapters(
+                self.state.clone(),
+            ));
+        }
+
         if self.state.config().retrieval_enabled {
             let state = self.state.clone();
             tokio::spawn(async move {

@@ -2,13 +2,11 @@
 //! token of a request served by the new generation, p50/p99) and decode speed with an adapter
 //! against the base model measured in the same run.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use candle_core::{Device, Tensor};
 use futures::StreamExt;
 
 use adapters::{
@@ -92,7 +90,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Deterministic synthetic adapters shaped for the base (q/v projections of every layer).
+/// Two deterministic synthetic adapters shaped for the base, in `dir`.
 fn synthetic_adapters(
     base: &std::path::Path,
     dir: &std::path::Path,
@@ -101,42 +99,7 @@ fn synthetic_adapters(
     let mut out = Vec::new();
     for seed in 1..=2u64 {
         let folder = dir.join(format!("synthetic-{seed}"));
-        std::fs::create_dir_all(&folder)?;
-        let mut tensors = HashMap::new();
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    ((x % 2001) as f32 / 1000.0 - 1.0) * 0.05
-                })
-                .collect()
-        };
-        for (name, shape) in &shapes {
-            let Some(module) = name
-                .strip_suffix(".weight")
-                .filter(|m| m.ends_with("q_proj") || m.ends_with("v_proj"))
-            else {
-                continue;
-            };
-            let (rows, cols) = (shape[0], shape[1]);
-            let key = format!("base_model.model.{module}");
-            tensors.insert(
-                format!("{key}.lora_A.weight"),
-                Tensor::from_vec(next(8 * cols), (8, cols), &Device::Cpu)?,
-            );
-            tensors.insert(
-                format!("{key}.lora_B.weight"),
-                Tensor::from_vec(next(rows * 8), (rows, 8), &Device::Cpu)?,
-            );
-        }
-        candle_core::safetensors::save(&tensors, folder.join("adapter_model.safetensors"))?;
-        std::fs::write(
-            folder.join("adapter_config.json"),
-            r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], "bias": "none"}"#,
-        )?;
+        adapters::synthetic::write_synthetic_adapter(&folder, &shapes, seed, false)?;
         out.push(folder);
     }
     Ok(out)

@@ -167,6 +167,9 @@ pub struct Config {
     /// Default adapter per route for requests whose `model` is the base, e.g.
     /// `{rag = "fmt"}`; used while that adapter is loaded, else the base answers.
     pub route_adapters: std::collections::BTreeMap<String, String>,
+    /// Adapters loaded in the background at start, `{name = "path under adapter_root"}`, as
+    /// if by `POST /v1/load_lora_adapter`; a failed load is logged and counted, not fatal.
+    pub startup_adapters: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for Config {
@@ -210,6 +213,7 @@ impl Default for Config {
             adapter_max_rank: 16,
             adapter_max_resident: 2,
             route_adapters: std::collections::BTreeMap::new(),
+            startup_adapters: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -295,6 +299,9 @@ pub struct ConfigArgs {
     /// `ROUTE=ADAPTER` pairs, comma-separated, e.g. `rag=fmt`.
     #[arg(long, env = "SWITCHYARD_ROUTE_ADAPTERS", value_delimiter = ',', value_parser = parse_route_adapter)]
     pub route_adapters: Option<Vec<(String, String)>>,
+    /// `NAME=PATH` pairs, comma-separated, e.g. `format=fmt-v1`: adapters loaded at start.
+    #[arg(long, env = "SWITCHYARD_STARTUP_ADAPTERS", value_delimiter = ',', value_parser = parse_startup_adapter)]
+    pub startup_adapters: Option<Vec<(String, PathBuf)>>,
 }
 
 fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
@@ -302,6 +309,13 @@ fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{pair}` is not ROUTE=ADAPTER"))?;
     Ok((route.trim().to_string(), adapter.trim().to_string()))
+}
+
+fn parse_startup_adapter(pair: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("`{pair}` is not NAME=PATH"))?;
+    Ok((name.trim().to_string(), PathBuf::from(path.trim())))
 }
 
 /// Why a configuration could not be built.
@@ -391,6 +405,9 @@ impl Config {
         if let Some(pairs) = &args.route_adapters {
             self.route_adapters = pairs.iter().cloned().collect();
         }
+        if let Some(pairs) = &args.startup_adapters {
+            self.startup_adapters = pairs.iter().cloned().collect();
+        }
     }
 
     /// The fusion method these settings describe.
@@ -441,6 +458,11 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "route_adapters names `{route}`, which is not a route (simple, rag, tool)"
             )));
+        }
+        if !self.startup_adapters.is_empty() && self.adapter_base_dir.is_none() {
+            return Err(ConfigError::Invalid(
+                "startup_adapters needs adapter_base_dir (the safetensors base)".into(),
+            ));
         }
         if self.routes.is_empty() {
             return Err(ConfigError::Invalid(

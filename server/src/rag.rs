@@ -125,6 +125,29 @@ pub fn answer_schema(sources: usize) -> serde_json::Value {
     })
 }
 
+/// Whether `value` satisfies [`answer_schema`]`(sources)`: exactly `answer` (a string) and
+/// `citations`, each exactly an `index` naming a source and a string `quote`.
+pub fn matches_answer_schema(value: &serde_json::Value, sources: usize) -> bool {
+    let Some(object) = value.as_object() else {
+        return false;
+    };
+    let citation_ok = |item: &serde_json::Value| {
+        item.as_object().is_some_and(|c| {
+            c.len() == 2
+                && c.get("quote").is_some_and(|q| q.is_string())
+                && c.get("index")
+                    .and_then(|i| i.as_u64())
+                    .is_some_and(|i| (1..=sources.max(1) as u64).contains(&i))
+        })
+    };
+    object.len() == 2
+        && object.get("answer").is_some_and(|a| a.is_string())
+        && object
+            .get("citations")
+            .and_then(|c| c.as_array())
+            .is_some_and(|items| items.iter().all(citation_ok))
+}
+
 /// Adds the JSON answer instructions to the system message built by [`with_sources`].
 pub fn with_json_instructions(mut messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
     if let Some(system) = messages.iter_mut().find(|m| m.role == Role::System) {
@@ -134,7 +157,8 @@ pub fn with_json_instructions(mut messages: Vec<ChatMessage>) -> Vec<ChatMessage
     messages
 }
 
-fn normalize_ws(text: &str) -> String {
+/// `text` with every run of whitespace made one space (how quotes are compared to sources).
+pub fn normalize_ws(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -296,6 +320,27 @@ impl MarkerFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_schema_check_agrees_with_the_schema() {
+        let ok = serde_json::json!({"answer": "a", "citations": [{"index": 2, "quote": "q"}]});
+        assert!(matches_answer_schema(&ok, 2));
+        assert!(matches_answer_schema(
+            &serde_json::json!({"answer": "a", "citations": []}),
+            2
+        ));
+        for bad in [
+            serde_json::json!({"answer": "a", "citations": [{"index": 3, "quote": "q"}]}),
+            serde_json::json!({"answer": "a", "citations": [{"index": 1}]}),
+            serde_json::json!({"answer": "a", "citations": [{"index": 1, "quote": "q", "x": 1}]}),
+            serde_json::json!({"answer": 1, "citations": []}),
+            serde_json::json!({"answer": "a"}),
+            serde_json::json!({"answer": "a", "citations": [], "extra": true}),
+            serde_json::json!(["answer"]),
+        ] {
+            assert!(!matches_answer_schema(&bad, 2), "{bad}");
+        }
+    }
 
     fn filter_all(sources: usize, pieces: &[&str]) -> (String, MarkerFilter) {
         let mut filter = MarkerFilter::new(sources);

@@ -74,6 +74,31 @@ pub async fn load(
     ))
 }
 
+/// Loads `startup_adapters` one after another (loads are serialised anyway), each counted and
+/// logged like an API load; a failure leaves the others to load.
+pub async fn load_startup_adapters(state: AppState) {
+    let Ok(registry) = state.adapters().cloned() else {
+        return;
+    };
+    for (name, path) in &state.config().startup_adapters {
+        let result = registry.load(name, path).await;
+        record(&state, "load", &result);
+        match result {
+            Ok(info) => tracing::info!(
+                adapter = name,
+                generation = info.generation,
+                "startup adapter loaded and active"
+            ),
+            Err(err) => tracing::error!(
+                adapter = name,
+                path = %path.display(),
+                error = %err,
+                "startup adapter failed to load"
+            ),
+        }
+    }
+}
+
 pub async fn unload(
     State(state): State<AppState>,
     OpenAiJson(body): OpenAiJson<UnloadRequest>,
