@@ -84,6 +84,21 @@ pub struct MistralRsBackend {
 }
 
 impl MistralRsBackend {
+    /// One instance of the model at `model_path` as a shared [`Backend`] named `model_id`
+    /// (benchmarks and evaluations that compare engines side by side).
+    pub async fn load_shared(
+        model_path: std::path::PathBuf,
+        model_id: &str,
+    ) -> Result<Arc<dyn Backend>> {
+        let engine = Self::load(EngineConfig {
+            model_path,
+            model_id: model_id.to_string(),
+            instances: 1,
+        })
+        .await?;
+        Ok(Arc::new(engine))
+    }
+
     /// Loads `instances` copies of the model: a GGUF file, or a Hugging Face-layout folder
     /// (safetensors + config.json + tokenizer.json, e.g. `convert::convert_gguf`'s output).
     /// Only local files are read: the model path exists, so mistral.rs resolves every file

@@ -125,14 +125,7 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
         max_rank: 64,
         max_resident: 2,
     })?;
-    let base: Arc<dyn Backend> = Arc::new(
-        MistralRsBackend::load(adapters::EngineConfig {
-            model_path: args.base_dir.clone(),
-            model_id: "base".into(),
-            instances: 1,
-        })
-        .await?,
-    );
+    let base = MistralRsBackend::load_shared(args.base_dir.clone(), "base").await?;
 
     let mut load_times = Vec::new();
     let mut generations = Vec::new();

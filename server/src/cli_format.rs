@@ -10,14 +10,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
-use adapters::{AdapterRegistry, Backend, MistralRsBackend, RegistryConfig};
+use adapters::{AdapterRegistry, MistralRsBackend, RegistryConfig};
 use switchyard_server::format_eval::{measure, rag_prompt};
 use switchyard_server::index::{open_retrieval, Retrieval};
 use switchyard_server::rag::normalize_ws;
@@ -156,14 +155,7 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let queries: Vec<Query> = read_jsonl(&args.queries)?;
     let queries = &queries[..args.limit.min(queries.len())];
 
-    let base: Arc<dyn Backend> = Arc::new(
-        MistralRsBackend::load(adapters::EngineConfig {
-            model_path: args.base_dir.clone(),
-            model_id: "base".into(),
-            instances: 1,
-        })
-        .await?,
-    );
+    let base = MistralRsBackend::load_shared(args.base_dir.clone(), "base").await?;
     let scratch =
         std::env::temp_dir().join(format!("switchyard-format-eval-{}", std::process::id()));
     let adapter = args

@@ -361,19 +361,28 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     pub usage: UsageBody,
     pub system_fingerprint: Option<String>,
-    /// Extension: the route that answered.
+    #[serde(flatten)]
+    pub ext: Extensions,
+}
+
+/// Switchyard's fields next to OpenAI's, on a completion and on stream chunks alike (on the
+/// first chunk: `route`, `routing`, `adapter`, `citations`, `retrieval`; on the finish chunk:
+/// `retrieval` with `cited`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Extensions {
+    /// The route that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    /// Extension: how the route was chosen.
+    /// How the route was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<RoutingInfo>,
-    /// Extension: the weights that answered, `base` or `<adapter>@<generation>`.
+    /// The weights that answered, `base` or `<adapter>@<generation>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<String>,
-    /// Extension (`rag` route): the sources given to the model, numbered as the answer cites them.
+    /// `rag` route: the sources given to the model, numbered as the answer cites them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub citations: Option<Vec<Citation>>,
-    /// Extension (`rag` route): how retrieval went and which sources the answer cited.
+    /// `rag` route: how retrieval went and which sources the answer cited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<RetrievalInfo>,
 }
@@ -457,18 +466,8 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageBody>,
-    /// Extensions, on the first chunk (`route`, `citations`, `retrieval`) and on the finish
-    /// chunk (`retrieval` with `cited`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing: Option<RoutingInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapter: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub citations: Option<Vec<Citation>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrieval: Option<RetrievalInfo>,
+    #[serde(flatten)]
+    pub ext: Extensions,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -531,11 +530,10 @@ impl CompletionMeta {
             }],
             usage: usage.into(),
             system_fingerprint: None,
-            route: None,
-            routing: None,
-            adapter: self.adapter.clone(),
-            citations: None,
-            retrieval: None,
+            ext: Extensions {
+                adapter: self.adapter.clone(),
+                ..Extensions::default()
+            },
         }
     }
 
@@ -552,11 +550,7 @@ impl CompletionMeta {
                 logprobs: None,
             }],
             usage: None,
-            route: None,
-            routing: None,
-            adapter: None,
-            citations: None,
-            retrieval: None,
+            ext: Extensions::default(),
         }
     }
 
@@ -569,11 +563,7 @@ impl CompletionMeta {
             model: self.model.clone(),
             choices: Vec::new(),
             usage: Some(usage.into()),
-            route: None,
-            routing: None,
-            adapter: None,
-            citations: None,
-            retrieval: None,
+            ext: Extensions::default(),
         }
     }
 }

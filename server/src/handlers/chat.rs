@@ -190,15 +190,15 @@ pub async fn completions(
                     }
                     AnswerCheck::None => output.text,
                 };
-                completion.citations = Some(citations);
-                completion.retrieval = Some(info);
+                completion.ext.citations = Some(citations);
+                completion.ext.retrieval = Some(info);
                 text
             }
             None => output.text,
         };
         completion.choices[0].message.content = Some(text);
-        completion.route = Some(route.as_str().to_string());
-        completion.routing = Some(routing);
+        completion.ext.route = Some(route.as_str().to_string());
+        completion.ext.routing = Some(routing);
         Json(completion).into_response()
     };
     Ok(with_adapter_header(
@@ -371,8 +371,8 @@ async fn tool_answer(
     drop(slot);
     let call = tools.parse_call(&output.text);
     let mut completion = meta.completion(String::new(), output.finish_reason, output.usage);
-    completion.route = Some(Route::Tool.as_str().to_string());
-    completion.routing = Some(routing.clone());
+    completion.ext.route = Some(Route::Tool.as_str().to_string());
+    completion.ext.routing = Some(routing.clone());
     match &call {
         Some(call) => {
             completion.choices[0].message.content = None;
@@ -395,9 +395,9 @@ async fn tool_answer(
         },
         None,
     );
-    first.route = completion.route.clone();
-    first.routing = Some(routing);
-    first.adapter = meta.adapter.clone();
+    first.ext.route = completion.ext.route.clone();
+    first.ext.routing = Some(routing);
+    first.ext.adapter = meta.adapter.clone();
     chunks.push(json_event(&first));
     let finish = match call {
         Some(call) => {
@@ -653,11 +653,11 @@ impl SseAnswer {
             let mut filter = (check == AnswerCheck::Markers).then(|| MarkerFilter::new(sources.len()));
             let mut streamed = String::new();
             let mut first = meta.chunk(Delta { role: Some("assistant".into()), content: Some(String::new()), tool_calls: None }, None);
-            first.route = Some(routing.route.clone());
-            first.routing = Some(routing);
-            first.adapter = Some(adapter);
-            first.citations = citations;
-            first.retrieval = info.clone();
+            first.ext.route = Some(routing.route.clone());
+            first.ext.routing = Some(routing);
+            first.ext.adapter = Some(adapter);
+            first.ext.citations = citations;
+            first.ext.retrieval = info.clone();
             yield Ok(json_event(&first));
             while let Some(event) = events.next().await {
                 match event {
@@ -681,12 +681,12 @@ impl SseAnswer {
                                 yield Ok(json_event(&meta.chunk(Delta { role: None, content: Some(rest), tool_calls: None }, None)));
                             }
                             record_markers(&state, filter, info);
-                            last.retrieval = Some(info.clone());
+                            last.ext.retrieval = Some(info.clone());
                         }
                         if let (AnswerCheck::Quotes, Some(info)) = (check, info.as_mut()) {
                             // The text is sent: invalid quotes are flagged, not removed.
                             record_quotes(&state, &verify_quotes(&streamed, &sources), info);
-                            last.retrieval = Some(info.clone());
+                            last.ext.retrieval = Some(info.clone());
                         }
                         yield Ok(json_event(&last));
                         if include_usage {
