@@ -8,7 +8,7 @@ use adapters::{collect, Backend, ChatMessage, GenerationRequest, Role, SamplingP
 use crate::index::Retrieval;
 use crate::rag::{
     answer_schema, matches_answer_schema, verify_quotes, with_json_instructions, with_sources,
-    Citation,
+    Citation, ANSWER_JSON_MAX_CHARS,
 };
 
 /// The rag route's JSON-answer prompt for `question`, and its sources.
@@ -77,7 +77,8 @@ impl Tally {
     }
 }
 
-/// Answers each prompt greedily on `engine`, with the answer schema enforced or not.
+/// Answers each prompt greedily on `engine`, with the answer schema enforced or not
+/// (`max_tokens` is raised to the schema's longest answer when enforced).
 pub async fn measure(
     engine: &dyn Backend,
     prompts: &[(Vec<ChatMessage>, Vec<Citation>)],
@@ -90,7 +91,13 @@ pub async fn measure(
             messages: messages.clone(),
             sampling: SamplingParams {
                 temperature: 0.0,
-                max_tokens,
+                // Constrained: room for the longest answer the schema allows, so a valid
+                // answer is never cut short.
+                max_tokens: if constrained {
+                    max_tokens.max(ANSWER_JSON_MAX_CHARS)
+                } else {
+                    max_tokens
+                },
                 ..SamplingParams::default()
             },
             json_schema: constrained.then(|| answer_schema(citations.len())),

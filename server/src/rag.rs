@@ -99,6 +99,16 @@ pub fn search_query(messages: &[ChatMessage]) -> Option<&str> {
 
 const JSON_INSTRUCTIONS: &str = "Answer as a JSON object {\"answer\": string, \"citations\": [{\"index\": source number, \"quote\": a passage copied word for word from that source}]}.";
 
+/// Longest `answer`, longest `quote` and most citations a JSON `rag` answer may have. The
+/// bounds let constrained decoding always close the JSON: an answer is at most
+/// [`ANSWER_JSON_MAX_CHARS`] characters, so at most that many tokens (escapes aside).
+pub const ANSWER_MAX_CHARS: usize = 400;
+pub const QUOTE_MAX_CHARS: usize = 200;
+pub const MAX_CITATIONS: usize = 3;
+/// The longest JSON answer the schema allows, in characters (keys and punctuation included).
+pub const ANSWER_JSON_MAX_CHARS: usize =
+    30 + ANSWER_MAX_CHARS + MAX_CITATIONS * (QUOTE_MAX_CHARS + 30);
+
 /// The schema of a JSON `rag` answer with `sources` sources: `{answer, citations: [{index,
 /// quote}]}`, the index limited to the sources given.
 pub fn answer_schema(sources: usize) -> serde_json::Value {
@@ -106,14 +116,15 @@ pub fn answer_schema(sources: usize) -> serde_json::Value {
     serde_json::json!({
         "type": "object",
         "properties": {
-            "answer": {"type": "string"},
+            "answer": {"type": "string", "maxLength": ANSWER_MAX_CHARS},
             "citations": {
                 "type": "array",
+                "maxItems": MAX_CITATIONS,
                 "items": {
                     "type": "object",
                     "properties": {
                         "index": {"type": "integer", "enum": indexes},
-                        "quote": {"type": "string"}
+                        "quote": {"type": "string", "maxLength": QUOTE_MAX_CHARS}
                     },
                     "required": ["index", "quote"],
                     "additionalProperties": false
@@ -126,26 +137,31 @@ pub fn answer_schema(sources: usize) -> serde_json::Value {
 }
 
 /// Whether `value` satisfies [`answer_schema`]`(sources)`: exactly `answer` (a string) and
-/// `citations`, each exactly an `index` naming a source and a string `quote`.
+/// `citations` (at most [`MAX_CITATIONS`]), each exactly an `index` naming a source and a
+/// string `quote`, strings within their length bounds.
 pub fn matches_answer_schema(value: &serde_json::Value, sources: usize) -> bool {
     let Some(object) = value.as_object() else {
         return false;
     };
+    let within =
+        |v: &serde_json::Value, max: usize| v.as_str().is_some_and(|s| s.chars().count() <= max);
     let citation_ok = |item: &serde_json::Value| {
         item.as_object().is_some_and(|c| {
             c.len() == 2
-                && c.get("quote").is_some_and(|q| q.is_string())
+                && c.get("quote").is_some_and(|q| within(q, QUOTE_MAX_CHARS))
                 && c.get("index")
                     .and_then(|i| i.as_u64())
                     .is_some_and(|i| (1..=sources.max(1) as u64).contains(&i))
         })
     };
     object.len() == 2
-        && object.get("answer").is_some_and(|a| a.is_string())
+        && object
+            .get("answer")
+            .is_some_and(|a| within(a, ANSWER_MAX_CHARS))
         && object
             .get("citations")
             .and_then(|c| c.as_array())
-            .is_some_and(|items| items.iter().all(citation_ok))
+            .is_some_and(|items| items.len() <= MAX_CITATIONS && items.iter().all(citation_ok))
 }
 
 /// Adds the JSON answer instructions to the system message built by [`with_sources`].
@@ -337,6 +353,8 @@ mod tests {
             serde_json::json!({"answer": "a"}),
             serde_json::json!({"answer": "a", "citations": [], "extra": true}),
             serde_json::json!(["answer"]),
+            serde_json::json!({"answer": "a".repeat(ANSWER_MAX_CHARS + 1), "citations": []}),
+            serde_json::json!({"answer": "a", "citations": vec![serde_json::json!({"index": 1, "quote": "q"}); 4]}),
         ] {
             assert!(!matches_answer_schema(&bad, 2), "{bad}");
         }

@@ -24,7 +24,7 @@ use crate::openai::{
 };
 use crate::rag::{
     answer_schema, search_query, verify_quotes, with_json_instructions, with_sources, Citation,
-    MarkerFilter, QuoteCheck,
+    MarkerFilter, QuoteCheck, ANSWER_JSON_MAX_CHARS,
 };
 use crate::routing::classify;
 use crate::state::{AppState, GenerationSlot};
@@ -135,6 +135,21 @@ pub async fn completions(
         Route::Rag => Some(stage("retrieve", ground(&state, &mut generation)).await?),
         _ => None,
     };
+    // A JSON answer left to the default length gets room for the longest answer its schema
+    // allows, so that it is not cut short before it closes.
+    if grounding
+        .as_ref()
+        .is_some_and(|g| g.check == AnswerCheck::Quotes)
+        && request
+            .max_tokens
+            .or(request.max_completion_tokens)
+            .is_none()
+    {
+        generation.sampling.max_tokens = generation
+            .sampling
+            .max_tokens
+            .max(ANSWER_JSON_MAX_CHARS.min(state.config().max_tokens_cap));
+    }
     let mut events = instrument(
         start_generation(&state, backend.as_ref(), generation).await?,
         &state,
