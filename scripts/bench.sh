@@ -28,7 +28,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-"$BIN" serve --listen "127.0.0.1:$SY_PORT" --model-path "$MODEL" --max-in-flight 64 \
+"$BIN" serve --listen "127.0.0.1:$SY_PORT" --model-path "$MODEL" --max-in-flight 64 --auth-disabled true \
   ${ENGINE_INSTANCES:+--engine-instances "$ENGINE_INSTANCES"} >/tmp/switchyard-bench.log 2>&1 &
 pids+=($!)
 .venv-bench/bin/python -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m-instruct \

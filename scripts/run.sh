@@ -2,7 +2,8 @@
 # Sets everything up and starts the server on its embedded defaults: fetch the models and the
 # sample corpus (git's documentation), build, train the intent router (when its data changed),
 # index the corpus (unchanged documents are skipped, so a second run takes a second), and
-# serve on 127.0.0.1:8080. Extra arguments go to `serve`.
+# serve on 127.0.0.1:8080. Extra arguments go to `serve`. This is the local demo: without
+# SWITCHYARD_API_KEYS (or --api-keys-file) it serves with auth explicitly off, on loopback only.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -14,4 +15,7 @@ if [ ! -f models/router/router.json ] || [ router/data/routes.jsonl -nt models/r
   "$bin" router train --data router/data/routes.jsonl --out models/router
 fi
 "$bin" ingest "$corpus"
+if [ -z "${SWITCHYARD_API_KEYS:-}" ] && [ -z "${SWITCHYARD_API_KEYS_FILE:-}" ]; then
+  export SWITCHYARD_AUTH_DISABLED="${SWITCHYARD_AUTH_DISABLED:-true}"
+fi
 exec "$bin" serve "$@"

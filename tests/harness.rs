@@ -31,7 +31,8 @@ pub fn model_path() -> PathBuf {
     path
 }
 
-/// Defaults with a free port and the fetched model; retrieval off (the `simple` route).
+/// Defaults with a free port and the fetched model; retrieval off (the `simple` route), auth
+/// off.
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -40,6 +41,8 @@ pub fn test_config() -> Config {
         retrieval_enabled: false,
         router_enabled: false,
         default_route: switchyard_server::config::Route::Simple,
+        // Keys are checked in tests/auth.rs; elsewhere the API is open.
+        auth_disabled: true,
         ..Config::default()
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use adapters::{Backend, EngineConfig, MistralRsBackend};
 
+use crate::auth;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models};
@@ -23,12 +24,13 @@ use crate::state::AppState;
 /// Builds the router over a state.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config().max_body_bytes;
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
+    use axum::middleware::from_fn_with_state as guard;
+    let inference = Router::new()
         .route("/v1/models", get(models::list))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route_layer(guard(state.clone(), auth::require_inference));
+    let admin = Router::new()
         .route(
             "/v1/documents",
             post(documents::upsert).get(documents::list),
@@ -37,11 +39,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/documents/{*id}",
             get(documents::get).delete(documents::delete),
         )
-        .route("/metrics", get(metrics::metrics))
         .route("/v1/load_lora_adapter", post(lora::load))
         .route("/v1/unload_lora_adapter", post(lora::unload))
         .route("/v1/lora_adapters", get(lora::list))
         .route("/v1/lora_adapters/{name}/activate", post(lora::activate))
+        .route_layer(guard(state.clone(), auth::require_admin));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics::metrics))
+        .route_layer(guard(state.clone(), auth::require_metrics));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .merge(inference)
+        .merge(admin)
+        .merge(metrics)
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -61,6 +72,27 @@ pub async fn load_engine(config: &Config) -> adapters::Result<Arc<dyn Backend>> 
     })
     .await?;
     Ok(Arc::new(engine))
+}
+
+/// The API keys to check, or `None` when `auth_disabled` (with a warning). No keys and auth
+/// not explicitly off is an error: the server does not start open by accident.
+fn api_keys(config: &Config) -> std::io::Result<Option<crate::auth::KeyStore>> {
+    let from_env = std::env::var("SWITCHYARD_API_KEYS").ok();
+    let keys = crate::auth::KeyStore::load(config.api_keys_file.as_deref(), from_env.as_deref())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if config.auth_disabled {
+        tracing::warn!(
+            listen = %config.listen,
+            "auth_disabled: no API key is checked; every endpoint is open to whoever reaches this address"
+        );
+        return Ok(None);
+    }
+    if keys.is_empty() {
+        return Err(std::io::Error::other(
+            "no API keys: set api_keys_file or SWITCHYARD_API_KEYS, or auth_disabled = true for local use",
+        ));
+    }
+    Ok(Some(keys))
 }
 
 /// A bound, not yet serving, Switchyard server.
@@ -86,9 +118,10 @@ impl Server {
             )),
             None => None,
         };
+        let keys = api_keys(&config)?;
         Ok(Self {
             listener,
-            state: AppState::with_adapters(config, registry),
+            state: AppState::with_adapters(config, registry).with_keys(keys),
         })
     }
 

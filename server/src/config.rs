@@ -170,6 +170,14 @@ pub struct Config {
     /// Adapters loaded in the background at start, `{name = "path under adapter_root"}`, as
     /// if by `POST /v1/load_lora_adapter`; a failed load is logged and counted, not fatal.
     pub startup_adapters: std::collections::BTreeMap<String, PathBuf>,
+    /// TOML file of API keys (`[[keys]]` name, key or key_sha256, scopes, tenant); keys may
+    /// also come from `SWITCHYARD_API_KEYS` (see `auth.rs`).
+    pub api_keys_file: Option<PathBuf>,
+    /// Serve without API keys (local use only; the server warns). Without keys and without
+    /// this, `serve` refuses to start.
+    pub auth_disabled: bool,
+    /// `/metrics` needs a key with the `metrics` scope.
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -214,6 +222,9 @@ impl Default for Config {
             adapter_max_resident: 2,
             route_adapters: std::collections::BTreeMap::new(),
             startup_adapters: std::collections::BTreeMap::new(),
+            api_keys_file: None,
+            auth_disabled: false,
+            metrics_auth: false,
         }
     }
 }
@@ -302,6 +313,12 @@ pub struct ConfigArgs {
     /// `NAME=PATH` pairs, comma-separated, e.g. `format=fmt-v1`: adapters loaded at start.
     #[arg(long, env = "SWITCHYARD_STARTUP_ADAPTERS", value_delimiter = ',', value_parser = parse_startup_adapter)]
     pub startup_adapters: Option<Vec<(String, PathBuf)>>,
+    #[arg(long, env = "SWITCHYARD_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    #[arg(long, env = "SWITCHYARD_AUTH_DISABLED")]
+    pub auth_disabled: Option<bool>,
+    #[arg(long, env = "SWITCHYARD_METRICS_AUTH")]
+    pub metrics_auth: Option<bool>,
 }
 
 fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
@@ -405,6 +422,11 @@ impl Config {
         if let Some(pairs) = &args.route_adapters {
             self.route_adapters = pairs.iter().cloned().collect();
         }
+        if args.api_keys_file.is_some() {
+            self.api_keys_file = args.api_keys_file.clone();
+        }
+        set(&mut self.auth_disabled, &args.auth_disabled);
+        set(&mut self.metrics_auth, &args.metrics_auth);
         if let Some(pairs) = &args.startup_adapters {
             self.startup_adapters = pairs.iter().cloned().collect();
         }

@@ -65,6 +65,10 @@ pub enum ApiError {
     AdapterLoadInProgress(String),
     #[error("adapters are off: set adapter_base_dir to a safetensors base (switchyard convert)")]
     AdaptersDisabled,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("the API key `{key}` does not have the `{scope}` scope")]
+    Forbidden { key: String, scope: &'static str },
 }
 
 /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -119,6 +123,8 @@ impl ApiError {
             GenerationConflict(_)     => (StatusCode::CONFLICT, INVALID, "generation_conflict"),
             AdapterLoadInProgress(_)  => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "adapter_load_in_progress"),
             AdaptersDisabled          => (StatusCode::NOT_FOUND, INVALID, "adapters_disabled"),
+            Unauthorized(_)           => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
+            Forbidden { .. }          => (StatusCode::FORBIDDEN, "permission_error", "insufficient_scope"),
         }
     }
 

@@ -6,6 +6,7 @@
 //! `error::ApiError`, and `metrics` counts what happened.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;

@@ -29,6 +29,7 @@ enum IndexStatus {
 
 struct Inner {
     adapters: Option<Arc<adapters::AdapterRegistry>>,
+    keys: Option<crate::auth::KeyStore>,
     config: Config,
     engine: RwLock<EngineStatus>,
     index: RwLock<IndexStatus>,
@@ -54,6 +55,17 @@ impl AppState {
         }))
     }
 
+    /// The same state checking API keys (`None`: auth is off).
+    pub fn with_keys(self, keys: Option<crate::auth::KeyStore>) -> Self {
+        let inner = Arc::try_unwrap(self.0).ok().expect("fresh state");
+        Self(Arc::new(Inner { keys, ..inner }))
+    }
+
+    /// The API keys, or `None` when auth is off.
+    pub fn keys(&self) -> Option<&crate::auth::KeyStore> {
+        self.0.keys.as_ref()
+    }
+
     /// The adapter registry, when adapters are on.
     pub fn adapters(&self) -> Result<&Arc<adapters::AdapterRegistry>> {
         self.0.adapters.as_ref().ok_or(ApiError::AdaptersDisabled)
@@ -68,6 +80,7 @@ impl AppState {
         };
         Self(Arc::new(Inner {
             adapters: None,
+            keys: None,
             config,
             engine: RwLock::new(EngineStatus::Loading),
             index: RwLock::new(index),

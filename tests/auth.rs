@@ -1,0 +1,132 @@
+//! API keys and scopes over real HTTP: no key or an unknown key is 401, a key without the
+//! route's scope is 403 (both in the OpenAI error shape), probes stay open, `/metrics` needs the
+//! `metrics` scope when `metrics_auth` is on, and a server with no keys and auth not explicitly
+//! off refuses to start.
+
+use reqwest::{Client, RequestBuilder};
+use serde_json::{json, Value};
+use switchyard_server::{Config, Server};
+use switchyard_tests::{chat_body, test_config, TestServer};
+
+const APP: &str = "sk-app-test-0123456789";
+const OPS: &str = "sk-ops-test-0123456789";
+const MON: &str = "sk-mon-test-0123456789";
+
+async fn send(request: RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn assert_error(body: &Value, kind: &str, code: &str) {
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_and_scopes_guard_every_route_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[keys]]\nname = \"app\"\nkey = \"{APP}\"\nscopes = [\"inference\"]\n\n\
+             [[keys]]\nname = \"ops\"\nkey = \"{OPS}\"\nscopes = [\"admin\"]\n\n\
+             [[keys]]\nname = \"mon\"\nkey = \"{MON}\"\nscopes = [\"metrics\"]\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_ready(Config {
+        auth_disabled: false,
+        api_keys_file: Some(keys),
+        metrics_auth: true,
+        ..test_config()
+    });
+    let client = Client::new();
+    let chat = || {
+        client
+            .post(server.url("/v1/chat/completions"))
+            .json(&chat_body("Say hi.", 2))
+    };
+
+    // No key, an unknown key, a malformed header: 401.
+    let (status, body) = send(chat()).await;
+    assert_eq!(status, 401);
+    assert_error(&body, "authentication_error", "invalid_api_key");
+    let (status, body) = send(chat().bearer_auth("sk-app-test-0123456780")).await;
+    assert_eq!(status, 401);
+    assert_error(&body, "authentication_error", "invalid_api_key");
+    let (status, _) = send(chat().header("authorization", format!("Basic {APP}"))).await;
+    assert_eq!(status, 401);
+
+    // The inference key: chat and models, by bearer token or x-api-key.
+    let (status, body) = send(chat().bearer_auth(APP)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = send(
+        client
+            .get(server.url("/v1/models"))
+            .header("x-api-key", APP),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // ...but not the admin routes.
+    for path in ["/v1/documents", "/v1/lora_adapters"] {
+        let (status, body) = send(client.get(server.url(path)).bearer_auth(APP)).await;
+        assert_eq!(status, 403, "{path}");
+        assert_error(&body, "permission_error", "insufficient_scope");
+        assert!(body["error"]["message"].as_str().unwrap().contains("admin"));
+    }
+
+    // The admin key passes the admin routes (this server has no index and no adapters, so
+    // the handlers themselves answer 503 and 404) and is refused inference.
+    let (status, body) = send(client.get(server.url("/v1/documents")).bearer_auth(OPS)).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (503, json!("index_unavailable"))
+    );
+    let (status, body) = send(client.get(server.url("/v1/lora_adapters")).bearer_auth(OPS)).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("adapters_disabled"))
+    );
+    let (status, body) = send(chat().bearer_auth(OPS)).await;
+    assert_eq!(status, 403);
+    assert_error(&body, "permission_error", "insufficient_scope");
+
+    // Probes are open; metrics need the metrics scope here.
+    for path in ["/health", "/ready"] {
+        let status = client.get(server.url(path)).send().await.unwrap().status();
+        assert_eq!(status, 200, "{path}");
+    }
+    let (status, _) = send(client.get(server.url("/metrics"))).await;
+    assert_eq!(status, 401);
+    let (status, _) = send(client.get(server.url("/metrics")).bearer_auth(APP)).await;
+    assert_eq!(status, 403);
+    let metrics = client
+        .get(server.url("/metrics"))
+        .bearer_auth(MON)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    // Refused requests are counted by status class like any other.
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("switchyard_http_requests_total{endpoint=\"/v1/chat/completions\",method=\"POST\",status=\"4xx\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_keys_refuses_to_start_unless_auth_is_explicitly_off() {
+    let refused = Server::bind(Config {
+        auth_disabled: false,
+        ..test_config()
+    })
+    .await;
+    let err = refused.err().expect("no keys, auth on: refused");
+    assert!(err.to_string().contains("no API keys"), "{err}");
+    assert!(Server::bind(test_config()).await.is_ok());
+}
