@@ -130,3 +130,89 @@ async fn a_server_without_keys_refuses_to_start_unless_auth_is_explicitly_off() 
     assert!(err.to_string().contains("no API keys"), "{err}");
     assert!(Server::bind(test_config()).await.is_ok());
 }
+
+/// Two tenants with overlapping content, each with keys bound to it: each key's documents
+/// API and `rag` answers see only its own tenant's chunks (the filter runs inside tantivy and
+/// the vector store), and asking for the other tenant is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_bound_to_a_tenant_never_sees_another_tenants_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    let mut file = String::new();
+    for tenant in ["acme", "globex"] {
+        for scope in ["admin", "inference"] {
+            file.push_str(&format!(
+                "[[keys]]\nname = \"{tenant}-{scope}\"\nkey = \"sk-{tenant}-{scope}-0123456789\"\nscopes = [\"{scope}\"]\ntenant = \"{tenant}\"\n\n"
+            ));
+        }
+    }
+    std::fs::write(&keys, file).unwrap();
+    let index = dir.path().join("index");
+    let server = TestServer::start_ready(Config {
+        auth_disabled: false,
+        api_keys_file: Some(keys),
+        ..switchyard_tests::rag_config(&index)
+    });
+    server.wait_index_ready(std::time::Duration::from_secs(120));
+    let client = Client::new();
+    let key = |tenant: &str, scope: &str| format!("sk-{tenant}-{scope}-0123456789");
+
+    // The same page in both tenants; every line of globex's copy starts with "globex", so
+    // each of its chunks is recognisable.
+    let page = switchyard_tests::corpus_text("git-stash.txt");
+    let marked: Vec<String> = page.lines().map(|l| format!("globex {l}")).collect();
+    for (tenant, text) in [("acme", page.clone()), ("globex", marked.join("\n"))] {
+        let (status, body) = send(
+            client
+                .post(server.url("/v1/documents"))
+                .bearer_auth(key(tenant, "admin"))
+                .json(&json!({"id": "git-stash.txt", "text": text})),
+        )
+        .await;
+        assert_eq!(status, 201, "{tenant}: {body}");
+    }
+    // Each admin key lists its own copy only, and may not name the other tenant.
+    for tenant in ["acme", "globex"] {
+        let (status, list) = send(
+            client
+                .get(server.url("/v1/documents"))
+                .bearer_auth(key(tenant, "admin")),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+    }
+    let (status, body) = send(
+        client
+            .get(server.url("/v1/documents?tenant=globex"))
+            .bearer_auth(key("acme", "admin")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_error(&body, "permission_error", "tenant_forbidden");
+
+    // rag answers cite only the key's tenant.
+    for tenant in ["acme", "globex"] {
+        let (status, body) = send(
+            client
+                .post(server.url("/v1/chat/completions"))
+                .bearer_auth(key(tenant, "inference"))
+                .json(&json!({
+                    "model": Config::default().model_id, "route": "rag", "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "how do I stash my changes with git stash"}]
+                })),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let citations = body["citations"].as_array().unwrap();
+        assert!(!citations.is_empty(), "{body}");
+        for citation in citations {
+            let text = citation["text"].as_str().unwrap();
+            assert_eq!(
+                text.contains("globex"),
+                tenant == "globex",
+                "{tenant} was given another tenant's chunk: {text}"
+            );
+        }
+    }
+}

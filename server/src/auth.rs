@@ -61,6 +61,27 @@ pub struct Caller {
     pub tenant: Option<String>,
 }
 
+/// The tenant a request acts in: its key's tenant when the key is bound to one (asking for
+/// another is refused), else the requested one, else `default`.
+pub fn resolve_tenant(
+    caller: Option<&Caller>,
+    requested: Option<String>,
+    default: &str,
+) -> Result<String, ApiError> {
+    match (
+        caller.and_then(|c| c.tenant.as_ref().map(|t| (c, t))),
+        requested,
+    ) {
+        (Some((_, bound)), None) => Ok(bound.clone()),
+        (Some((_, bound)), Some(asked)) if &asked == bound => Ok(asked),
+        (Some((caller, _)), Some(asked)) => Err(ApiError::TenantForbidden {
+            key: caller.key_name.clone(),
+            tenant: asked,
+        }),
+        (None, requested) => Ok(requested.unwrap_or_else(|| default.to_string())),
+    }
+}
+
 /// One `[[keys]]` entry of the keys file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -69,6 +69,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("the API key `{key}` does not have the `{scope}` scope")]
     Forbidden { key: String, scope: &'static str },
+    #[error("the API key `{key}` is bound to another tenant than `{tenant}`")]
+    TenantForbidden { key: String, tenant: String },
 }
 
 /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -125,6 +127,7 @@ impl ApiError {
             AdaptersDisabled          => (StatusCode::NOT_FOUND, INVALID, "adapters_disabled"),
             Unauthorized(_)           => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
             Forbidden { .. }          => (StatusCode::FORBIDDEN, "permission_error", "insufficient_scope"),
+            TenantForbidden { .. }    => (StatusCode::FORBIDDEN, "permission_error", "tenant_forbidden"),
         }
     }
 

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 
 use adapters::{collect, EventStream, GenerationEvent, GenerationRequest, Role};
 
+use crate::auth::{resolve_tenant, Caller};
 use crate::config::{AnswerFormat, Route, ToolSelection};
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
@@ -58,8 +59,11 @@ enum AnswerCheck {
 
 pub async fn completions(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     OpenAiJson(request): OpenAiJson<ChatCompletionRequest>,
 ) -> Result<Response> {
+    // Retrieval searches the key's tenant (the default one for keys bound to none).
+    let tenant = resolve_tenant(caller.as_deref(), None, &state.config().default_tenant)?;
     let started = std::time::Instant::now();
     // `model` is the base, or an adapter name: its active generation serves the whole request
     // (the Arc is the lease; a swap during the request does not affect it).
@@ -132,7 +136,7 @@ pub async fn completions(
         ));
     }
     let grounding = match route {
-        Route::Rag => Some(stage("retrieve", ground(&state, &mut generation)).await?),
+        Route::Rag => Some(stage("retrieve", ground(&state, &tenant, &mut generation)).await?),
         _ => None,
     };
     // A JSON answer left to the default length gets room for the longest answer its schema
@@ -546,7 +550,11 @@ fn with_route_header(mut response: Response, route: Route, confidence: f32) -> R
 }
 
 /// Retrieves sources for the last user message and puts them in the prompt.
-async fn ground(state: &AppState, generation: &mut GenerationRequest) -> Result<Grounding> {
+async fn ground(
+    state: &AppState,
+    tenant: &str,
+    generation: &mut GenerationRequest,
+) -> Result<Grounding> {
     let retrieval = state.retrieval()?;
     let query = search_query(&generation.messages)
         .ok_or_else(|| {
@@ -556,8 +564,7 @@ async fn ground(state: &AppState, generation: &mut GenerationRequest) -> Result<
             )
         })?
         .to_string();
-    let tenant = state.config().default_tenant.clone();
-    let result = match retrieval.retriever.search(&tenant, &query).await {
+    let result = match retrieval.retriever.search(tenant, &query).await {
         Ok(result) => result,
         Err(err) => {
             state

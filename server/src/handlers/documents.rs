@@ -3,18 +3,20 @@
 //! `POST /v1/documents` `{id, text, title?, format?, tenant?}` adds or replaces a document
 //! (201 when created, 200 when updated or unchanged); `GET /v1/documents` lists documents
 //! with their chunk counts; `GET`/`DELETE /v1/documents/{id}` read or remove one (ids may
-//! contain `/`). `?tenant=` selects a tenant; the default tenant otherwise.
+//! contain `/`). A key bound to a tenant acts in that tenant only; otherwise `?tenant=` (or
+//! the body's `tenant`) selects one, and the default tenant is used without it.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
 use retrieval::{DocFormat, IngestStatus, NewDocument};
 
+use crate::auth::{resolve_tenant, Caller};
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
 use crate::state::AppState;
@@ -40,14 +42,15 @@ pub struct TenantQuery {
     pub tenant: Option<String>,
 }
 
+/// The request's tenant: the key's own when it is bound to one, else `?tenant=`, else the
+/// default.
 fn tenant(
     state: &AppState,
+    caller: Option<&Caller>,
     query: std::result::Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<String> {
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text(), "tenant"))?;
-    let tenant = query
-        .tenant
-        .unwrap_or_else(|| state.config().default_tenant.clone());
+    let tenant = resolve_tenant(caller, query.tenant, &state.config().default_tenant)?;
     retrieval::ingest::validate_tenant(&tenant).map_err(ApiError::from)?;
     Ok(tenant)
 }
@@ -67,12 +70,15 @@ fn record(state: &AppState, operation: &str, outcome: &str) {
 
 pub async fn upsert(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     OpenAiJson(body): OpenAiJson<UpsertDocument>,
 ) -> Result<Response> {
     let retrieval = state.retrieval()?;
-    let tenant = body
-        .tenant
-        .unwrap_or_else(|| state.config().default_tenant.clone());
+    let tenant = resolve_tenant(
+        caller.as_deref(),
+        body.tenant,
+        &state.config().default_tenant,
+    )?;
     let result = retrieval
         .ingestor
         .upsert(NewDocument {
@@ -102,21 +108,23 @@ pub async fn upsert(
 
 pub async fn list(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     query: std::result::Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>> {
     let retrieval = state.retrieval()?;
-    let tenant = tenant(&state, query)?;
+    let tenant = tenant(&state, caller.as_deref(), query)?;
     let documents = retrieval.ingestor.list(Some(&tenant));
     Ok(Json(json!({"object": "list", "data": documents})))
 }
 
 pub async fn get(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     path: std::result::Result<Path<String>, PathRejection>,
     query: std::result::Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<Response> {
     let retrieval = state.retrieval()?;
-    let (id, tenant) = (doc_id(path)?, tenant(&state, query)?);
+    let (id, tenant) = (doc_id(path)?, tenant(&state, caller.as_deref(), query)?);
     let info = retrieval
         .ingestor
         .get(&tenant, &id)
@@ -126,11 +134,12 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     path: std::result::Result<Path<String>, PathRejection>,
     query: std::result::Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>> {
     let retrieval = state.retrieval()?;
-    let (id, tenant) = (doc_id(path)?, tenant(&state, query)?);
+    let (id, tenant) = (doc_id(path)?, tenant(&state, caller.as_deref(), query)?);
     match retrieval.ingestor.delete(&tenant, &id).await {
         Ok(info) => {
             record(&state, "delete", "deleted");
