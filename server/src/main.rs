@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             );
             let server = Server::bind(config.clone())
                 .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
+                .with_context(|| format!("cannot start serving on {}", config.listen))?;
             tracing::info!(addr = %server.local_addr(), model = %config.model_path.display(), "switchyard listening");
             server.run(shutdown_signal()).await?;
             tracing::info!("switchyard stopped");
