@@ -4,7 +4,7 @@
 //! leases, refusals that change nothing, serialised loads and LRU eviction.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapters::{
@@ -14,11 +14,32 @@ use adapters::{
 use serde_json::json;
 use switchyard_tests::model_path;
 
-/// A synthetic adapter for the converted base in `dir` (see `adapters::synthetic`).
-fn write_adapter(dir: &Path, seed: u64, corrupt: bool) {
-    let base = dir.parent().unwrap().parent().unwrap().join("base");
-    let shapes = adapters::lora::base_shapes(&base).unwrap();
-    adapters::synthetic::write_synthetic_adapter(dir, &shapes, seed, corrupt).unwrap();
+/// A scratch folder holding the converted base (`base`), synthetic adapters (see
+/// `adapters::synthetic`) under `adapters/`, `(name, seed, corrupt)` each, and room for merged
+/// generations (`generations`).
+struct Scratch {
+    dir: tempfile::TempDir,
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl Scratch {
+    fn new(adapters: &[(&str, u64, bool)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        adapters::convert::convert_gguf(&model_path(), &base).unwrap();
+        let shapes = adapters::lora::base_shapes(&base).unwrap();
+        let root = dir.path().join("adapters");
+        for &(name, seed, corrupt) in adapters {
+            adapters::synthetic::write_synthetic_adapter(&root.join(name), &shapes, seed, corrupt)
+                .unwrap();
+        }
+        Self { dir, base, root }
+    }
+
+    fn generations(&self) -> PathBuf {
+        self.dir.path().join("generations")
+    }
 }
 
 async fn answer(engine: &Arc<dyn Backend>) -> String {
@@ -42,19 +63,17 @@ async fn answer(engine: &Arc<dyn Backend>) -> String {
 
 #[tokio::test]
 async fn adapters_swap_roll_back_refuse_and_evict() {
-    let work = tempfile::tempdir().unwrap();
-    let base = work.path().join("base");
-    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
-    let root = work.path().join("adapters");
-    write_adapter(&root.join("fmt-a"), 1, false);
-    write_adapter(&root.join("fmt-b"), 2, false);
-    write_adapter(&root.join("fmt-c"), 3, false);
-    write_adapter(&root.join("corrupt"), 4, true);
+    let work = Scratch::new(&[
+        ("fmt-a", 1, false),
+        ("fmt-b", 2, false),
+        ("fmt-c", 3, false),
+        ("corrupt", 4, true),
+    ]);
     let registry = Arc::new(
         AdapterRegistry::new(RegistryConfig {
-            adapter_root: root.clone(),
-            base_dir: base.clone(),
-            work_dir: work.path().join("generations"),
+            adapter_root: work.root.clone(),
+            base_dir: work.base.clone(),
+            work_dir: work.generations(),
             max_rank: 16,
             max_resident: 2,
         })
@@ -62,7 +81,7 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
     );
     let base_engine: Arc<dyn Backend> = Arc::new(
         adapters::MistralRsBackend::load(adapters::EngineConfig {
-            model_path: base.clone(),
+            model_path: work.base.clone(),
             model_id: "base".into(),
             instances: 1,
         })
@@ -173,17 +192,15 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
 async fn admin_api_and_swaps_under_load() {
     use switchyard_tests::{stream_chat, test_config, TestServer};
 
-    let work = tempfile::tempdir().unwrap();
-    let base = work.path().join("base");
-    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
-    let root = work.path().join("adapters");
-    write_adapter(&root.join("fmt-a"), 1, false);
-    write_adapter(&root.join("fmt-b"), 2, false);
-    write_adapter(&root.join("corrupt"), 4, true);
+    let work = Scratch::new(&[
+        ("fmt-a", 1, false),
+        ("fmt-b", 2, false),
+        ("corrupt", 4, true),
+    ]);
     let mut config = test_config();
-    config.adapter_base_dir = Some(base);
-    config.adapter_root = root;
-    config.adapter_work_dir = work.path().join("generations");
+    config.adapter_base_dir = Some(work.base.clone());
+    config.adapter_root = work.root.clone();
+    config.adapter_work_dir = work.generations();
     config.max_in_flight = 32;
     // Base-model requests on the simple route (this server's default) use `fmt` once loaded.
     config.route_adapters = [("simple".to_string(), "fmt".to_string())].into();
@@ -239,14 +256,8 @@ async fn admin_api_and_swaps_under_load() {
     let (status, headers, body) = post("/v1/chat/completions", on_tool).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(headers["x-switchyard-adapter"], "base");
-    let models: serde_json::Value = client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, models) = switchyard_tests::get_json(server, "/v1/models").await;
+    assert_eq!(status, 200);
     assert!(models["data"]
         .as_array()
         .unwrap()

@@ -237,12 +237,13 @@ pub fn metric_value(metrics: &str, series: &str) -> f64 {
 
 /// POSTs a non-streamed chat completion and returns (status, body).
 pub async fn post_chat(server: &TestServer, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .expect("request sent");
+    let (status, _, body) = post_chat_with_headers(server, body).await;
+    (status, body)
+}
+
+/// GETs a JSON answer and returns (status, body).
+pub async fn get_json(server: &TestServer, path: &str) -> (u16, Value) {
+    let response = reqwest::get(server.url(path)).await.expect("request sent");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use switchyard_server::Config;
 use switchyard_tests::{
-    chat_body, chat_text, metric_value, open_stream, post_chat, scrape_metrics, stream_chat,
-    test_config, TestServer,
+    chat_body, chat_text, get_json, metric_value, open_stream, post_chat, scrape_metrics,
+    stream_chat, test_config, TestServer,
 };
 
 fn assert_openai_error(body: &Value, code: &str) {
@@ -127,14 +127,8 @@ async fn streaming_without_include_usage_has_no_usage_chunk() {
 async fn models_health_ready() {
     let server = TestServer::shared();
     let client = reqwest::Client::new();
-    let models: Value = client
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, models) = get_json(server, "/v1/models").await;
+    assert_eq!(status, 200);
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], Config::default().model_id);
     let health = client.get(server.url("/health")).send().await.unwrap();

@@ -86,7 +86,7 @@ fn kubernetes_manifests_compose_file_and_dashboard_pass_their_schemas() {
 struct Prometheus {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Prometheus {
@@ -149,12 +149,12 @@ impl Prometheus {
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
+            dir,
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     async fn get(&self, path: &str, query: &[(&str, &str)]) -> Option<Value> {

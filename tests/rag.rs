@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchyard_tests::{
-    char_slice, corpus_text, metric_value, post_chat_with_headers, rag_config, scrape_metrics,
-    stream_chat, TestServer,
+    char_slice, corpus_text, get_json, metric_value, post_chat_with_headers, rag_config,
+    scrape_metrics, stream_chat, TestServer,
 };
 use tokio::sync::OnceCell;
 
@@ -54,11 +54,6 @@ async fn upsert(server: &TestServer, body: Value) -> (u16, Value) {
         .send()
         .await
         .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
-async fn get(server: &TestServer, path: &str) -> (u16, Value) {
-    let response = reqwest::get(server.url(path)).await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
 }
 
@@ -231,14 +226,14 @@ async fn documents_api_upserts_lists_skips_replaces_and_deletes() {
     .await;
     assert_eq!((status, again["status"].clone()), (200, json!("unchanged")));
 
-    let (status, list) = get(server, &format!("/v1/documents?tenant={tenant}")).await;
+    let (status, list) = get_json(server, &format!("/v1/documents?tenant={tenant}")).await;
     assert_eq!(status, 200);
     let data = list["data"].as_array().unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["chunks"], chunks);
     assert!(data[0]["title"].as_str().unwrap().starts_with("git-tag - "));
     // The default tenant's pages are not in this tenant's list.
-    let (_, default_list) = get(server, "/v1/documents").await;
+    let (_, default_list) = get_json(server, "/v1/documents").await;
     assert!(default_list["data"]
         .as_array()
         .unwrap()
@@ -252,7 +247,7 @@ async fn documents_api_upserts_lists_skips_replaces_and_deletes() {
     )
     .await;
     assert_eq!(status, 201);
-    let (status, one) = get(
+    let (status, one) = get_json(
         server,
         &format!("/v1/documents/howto/notes.md?tenant={tenant}"),
     )
@@ -275,7 +270,7 @@ async fn documents_api_upserts_lists_skips_replaces_and_deletes() {
     )
     .await;
     assert_eq!((status, deleted["deleted"].clone()), (200, json!(true)));
-    let (status, gone) = get(
+    let (status, gone) = get_json(
         server,
         &format!("/v1/documents/howto/notes.md?tenant={tenant}"),
     )
@@ -307,7 +302,7 @@ async fn documents_api_upserts_lists_skips_replaces_and_deletes() {
         (status, error["error"]["code"].clone()),
         (404, json!("document_not_found"))
     );
-    let (_, list) = get(server, &format!("/v1/documents?tenant={tenant}")).await;
+    let (_, list) = get_json(server, &format!("/v1/documents?tenant={tenant}")).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 }
 
@@ -396,7 +391,7 @@ async fn embeddings_are_served_in_the_openai_shape() {
         );
     }
     // And the model is listed.
-    let (_, models) = get(server, "/v1/models").await;
+    let (_, models) = get_json(server, "/v1/models").await;
     assert!(models["data"]
         .as_array()
         .unwrap()

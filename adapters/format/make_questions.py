@@ -92,7 +92,7 @@ def entries(lines: list[str]):
             yield terms, "\n".join(body), section
 
 
-def page_questions(command: str, lines: list[str], rng: random.Random):
+def page_questions(doc_id: str, command: str, lines: list[str], rng: random.Random):
     """The NAME line and the DESCRIPTION's first sentence as questions about the command."""
     found = []
     for n, line in enumerate(lines):
@@ -120,7 +120,7 @@ def page_questions(command: str, lines: list[str], rng: random.Random):
                 found.append(("description", template.format(command=command), sentence, sentence))
             break
     return [
-        {"question": q, "doc_id": None, "term": command, "kind": kind, "answer": answer, "quote": quote}
+        {"question": q, "doc_id": doc_id, "term": command, "kind": kind, "answer": answer, "quote": quote}
         for kind, q, answer, quote in found
     ]
 
@@ -128,9 +128,7 @@ def page_questions(command: str, lines: list[str], rng: random.Random):
 def questions_for(path: pathlib.Path, rng: random.Random):
     command = path.stem.replace("-", " ", 1)
     lines = path.read_text(errors="replace").splitlines()
-    pages = page_questions(command, lines, rng)
-    for row in pages:
-        row["doc_id"] = path.name
+    pages = page_questions(path.name, command, lines, rng)
     found = []
     for terms, body, section in entries(lines):
         sentence = first_sentence(body)

@@ -128,18 +128,28 @@ impl MistralRsBackend {
     }
 }
 
+/// Builds a model with the settings every instance shares: no token source (nothing is
+/// fetched), one sequence at a time (see the module doc), no prefix cache, and the CPU unless
+/// built with `cuda`. A macro because mistral.rs's GGUF and safetensors builders share no
+/// trait.
+macro_rules! build_instance {
+    ($builder:expr, $path:expr) => {{
+        let builder = $builder
+            .with_token_source(TokenSource::None)
+            .with_max_num_seqs(1)
+            .with_prefix_cache_n(None);
+        #[cfg(not(feature = "cuda"))]
+        let builder = builder.with_force_cpu();
+        builder
+            .build()
+            .await
+            .map_err(|e| EngineError::Load(format!("{}: {e:#}", $path.display())))
+    }};
+}
+
 async fn load_gguf(path: &Path) -> Result<Model> {
     let (dir, file) = split_model_path(path)?;
-    let builder = GgufModelBuilder::new(dir, vec![file])
-        .with_token_source(TokenSource::None)
-        .with_max_num_seqs(1)
-        .with_prefix_cache_n(None);
-    #[cfg(not(feature = "cuda"))]
-    let builder = builder.with_force_cpu();
-    builder
-        .build()
-        .await
-        .map_err(|e| EngineError::Load(format!("{}: {e:#}", path.display())))
+    build_instance!(GgufModelBuilder::new(dir, vec![file]), path)
 }
 
 async fn load_safetensors(dir: &Path) -> Result<Model> {
@@ -149,17 +159,10 @@ async fn load_safetensors(dir: &Path) -> Result<Model> {
             dir.display()
         )));
     }
-    let builder = TextModelBuilder::new(dir.display().to_string())
-        .with_token_source(TokenSource::None)
-        .with_dtype(ModelDType::F32)
-        .with_max_num_seqs(1)
-        .with_prefix_cache_n(None);
-    #[cfg(not(feature = "cuda"))]
-    let builder = builder.with_force_cpu();
-    builder
-        .build()
-        .await
-        .map_err(|e| EngineError::Load(format!("{}: {e:#}", dir.display())))
+    build_instance!(
+        TextModelBuilder::new(dir.display().to_string()).with_dtype(ModelDType::F32),
+        dir
+    )
 }
 
 fn split_model_path(path: &Path) -> Result<(String, String)> {

@@ -224,6 +224,11 @@ pub struct ContentPart {
 const MAX_STOP_SEQUENCES: usize = 4;
 
 impl ChatCompletionRequest {
+    /// The client's length limit: `max_completion_tokens`, else `max_tokens`, else none.
+    pub fn requested_max_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+
     /// Checks the request against the server's limits and builds the engine request.
     pub fn to_generation(&self, config: &Config) -> Result<GenerationRequest> {
         if self.messages.is_empty() {
@@ -255,8 +260,7 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        let requested = self.max_completion_tokens.or(self.max_tokens);
-        let max_tokens = match requested {
+        let max_tokens = match self.requested_max_tokens() {
             Some(0) => {
                 return Err(ApiError::invalid(
                     "max_tokens must be at least 1",

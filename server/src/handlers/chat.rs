@@ -144,10 +144,7 @@ pub async fn completions(
     if grounding
         .as_ref()
         .is_some_and(|g| g.check == AnswerCheck::Quotes)
-        && request
-            .max_tokens
-            .or(request.max_completion_tokens)
-            .is_none()
+        && request.requested_max_tokens().is_none()
     {
         generation.sampling.max_tokens = generation
             .sampling
