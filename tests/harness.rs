@@ -214,6 +214,19 @@ pub async fn post_chat_with_headers(
     (status, headers, response.json().await.expect("JSON body"))
 }
 
+/// Adds or replaces a document of the default tenant through the admin API (no key); returns
+/// the status.
+pub async fn upsert_document(server: &TestServer, id: &str, text: &str) -> u16 {
+    reqwest::Client::new()
+        .post(server.url("/v1/documents"))
+        .json(&json!({"id": id, "text": text}))
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+        .as_u16()
+}
+
 /// The server's `/metrics` text.
 pub async fn scrape_metrics(server: &TestServer) -> String {
     reqwest::get(server.url("/metrics"))
@@ -305,7 +318,11 @@ pub async fn open_stream(server: &TestServer, body: &Value) -> reqwest::Response
 
 /// POSTs a streamed chat completion and reads the SSE body to its end.
 pub async fn stream_chat(server: &TestServer, body: &Value) -> StreamedChat {
-    let response = open_stream(server, body).await;
+    read_stream(open_stream(server, body).await).await
+}
+
+/// Reads an SSE response to its end.
+pub async fn read_stream(response: reqwest::Response) -> StreamedChat {
     let status = response.status().as_u16();
     let mut buffer = String::new();
     let mut bytes = response.bytes_stream();

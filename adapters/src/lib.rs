@@ -5,6 +5,7 @@
 //! results go out as a stream of [`GenerationEvent`]s, so the engine can be swapped or wrapped
 //! (serialization, adapters, instances) without touching HTTP code.
 
+pub mod active_set;
 mod backend;
 pub mod convert;
 mod counter;

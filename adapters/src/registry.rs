@@ -8,6 +8,10 @@
 //! started with, and an instance is freed when the registry has evicted it and its last
 //! request ends. At most `max_resident` generations stay loaded: the least recently used
 //! inactive ones are evicted. Loads are serialised; a second concurrent load is refused.
+//!
+//! Each change of what is active is saved (`active_set`) before it is acknowledged, and a
+//! merged generation's folder only appears, by rename, once complete: after a crash,
+//! [`AdapterRegistry::recover`] brings back the last acknowledged active set.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::active_set::{ActiveEntry, ActiveSet};
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
 use crate::lora::{base_shapes, load_adapter, merge_into, resolve_in_root};
@@ -128,8 +133,12 @@ impl AdapterRegistry {
     /// Opens a registry over a safetensors base.
     pub fn new(config: RegistryConfig) -> Result<Self> {
         let shapes = base_shapes(&config.base_dir)?;
-        std::fs::create_dir_all(&config.work_dir)
-            .map_err(|e| EngineError::Load(format!("{}: {e}", config.work_dir.display())))?;
+        // Both folders are the server's own: made when missing, so that a load is never refused
+        // for a folder nobody created.
+        for dir in [&config.work_dir, &config.adapter_root] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| EngineError::Load(format!("{}: {e}", dir.display())))?;
+        }
         Ok(Self {
             config,
             shapes,
@@ -166,9 +175,17 @@ impl AdapterRegistry {
         let out = self.config.work_dir.join(&generation);
         let base = self.config.base_dir.clone();
         let merge_out = out.clone();
-        tokio::task::spawn_blocking(move || merge_into(&base, &adapter, &merge_out))
-            .await
-            .map_err(|e| RegistryError::Engine(e.to_string()))??;
+        // Merged beside, then renamed into place: a folder named after a generation is whole.
+        let partial = self.config.work_dir.join(format!(".partial-{generation}"));
+        tokio::task::spawn_blocking(move || -> std::result::Result<(), RegistryError> {
+            let _ = std::fs::remove_dir_all(&partial);
+            merge_into(&base, &adapter, &partial)?;
+            let _ = std::fs::remove_dir_all(&merge_out);
+            std::fs::rename(&partial, &merge_out)
+                .map_err(|e| RegistryError::Engine(format!("{}: {e}", merge_out.display())))
+        })
+        .await
+        .map_err(|e| RegistryError::Engine(e.to_string()))??;
         let engine = MistralRsBackend::load(EngineConfig {
             model_path: out.clone(),
             model_id: name.to_string(),
@@ -183,6 +200,7 @@ impl AdapterRegistry {
             resident_bytes: dir_bytes(&out),
         };
         let mut state = self.state.lock().expect("registry lock");
+        let previous = state.adapters.get(name).map(|(active, _)| active.clone());
         let entry = state
             .adapters
             .entry(name.to_string())
@@ -197,6 +215,19 @@ impl AdapterRegistry {
                 last_used: Instant::now(),
             },
         );
+        if let Err(err) = self.save(&state) {
+            match previous {
+                Some(previous) => {
+                    let entry = state.adapters.get_mut(name).expect("just inserted");
+                    entry.0 = previous;
+                    entry.1.remove(&generation);
+                }
+                None => {
+                    state.adapters.remove(name);
+                }
+            }
+            return Err(err);
+        }
         self.evict(&mut state);
         Ok(info)
     }
@@ -208,8 +239,87 @@ impl AdapterRegistry {
         let known = entry.1.get(generation)?;
         // An evicted generation is rebuilt by a full load.
         known.engine.as_ref()?;
-        entry.0 = generation.to_string();
-        Some(known.info.clone())
+        let info = known.info.clone();
+        let previous = std::mem::replace(&mut entry.0, generation.to_string());
+        if self.save(&state).is_err() {
+            // Not saved, so not switched: a full load reports the error.
+            state.adapters.get_mut(name).expect("present").0 = previous;
+            return None;
+        }
+        Some(info)
+    }
+
+    /// Saves which generation each name serves (before the change is acknowledged).
+    fn save(&self, state: &State) -> std::result::Result<(), RegistryError> {
+        let set = ActiveSet {
+            version: crate::active_set::ACTIVE_SET_VERSION,
+            adapters: state
+                .adapters
+                .iter()
+                .filter_map(|(name, (active, generations))| {
+                    let info = &generations.get(active)?.info;
+                    Some((
+                        name.clone(),
+                        ActiveEntry {
+                            generation: active.clone(),
+                            rank: info.rank,
+                            loaded_at: info.loaded_at,
+                        },
+                    ))
+                })
+                .collect(),
+        };
+        set.write(&self.config.work_dir)
+            .map_err(|e| RegistryError::Engine(format!("could not save the active adapters: {e}")))
+    }
+
+    /// Brings back the saved active set: each name's generation is loaded from its merged
+    /// folder. Returns each name with its outcome; a name that fails is left out (and out of
+    /// the next save).
+    pub async fn recover(
+        &self,
+    ) -> Vec<(String, std::result::Result<GenerationInfo, RegistryError>)> {
+        let set = match ActiveSet::read(&self.config.work_dir) {
+            Ok(set) => set,
+            Err(err) => return vec![("(active set)".to_string(), Err(err.into()))],
+        };
+        let mut outcomes = Vec::new();
+        for (name, entry) in set.adapters {
+            let dir = self.config.work_dir.join(&entry.generation);
+            let engine = MistralRsBackend::load(EngineConfig {
+                model_path: dir.clone(),
+                model_id: name.clone(),
+                instances: 1,
+            })
+            .await;
+            let outcome = engine.map_err(RegistryError::from).map(|engine| {
+                let info = GenerationInfo {
+                    generation: entry.generation.clone(),
+                    rank: entry.rank,
+                    loaded_at: entry.loaded_at,
+                    resident: true,
+                    resident_bytes: dir_bytes(&dir),
+                };
+                let mut generations = HashMap::new();
+                generations.insert(
+                    entry.generation.clone(),
+                    Generation {
+                        info: info.clone(),
+                        dir,
+                        engine: Some(Arc::new(engine)),
+                        last_used: Instant::now(),
+                    },
+                );
+                self.state
+                    .lock()
+                    .expect("registry lock")
+                    .adapters
+                    .insert(name.clone(), (entry.generation.clone(), generations));
+                info
+            });
+            outcomes.push((name, outcome));
+        }
+        outcomes
     }
 
     /// Switches `name` to one of its resident generations, if it is still at `expected`.
@@ -243,19 +353,26 @@ impl AdapterRegistry {
             })?;
         target.last_used = Instant::now();
         let info = target.info.clone();
-        entry.0 = generation.to_string();
+        let previous = std::mem::replace(&mut entry.0, generation.to_string());
+        if let Err(err) = self.save(&state) {
+            state.adapters.get_mut(name).expect("present").0 = previous;
+            return Err(err);
+        }
         Ok(info)
     }
 
     /// Removes `name` and all its generations; requests in flight finish on their instance.
     pub fn unload(&self, name: &str) -> std::result::Result<(), RegistryError> {
-        let removed = self
-            .state
-            .lock()
-            .expect("registry lock")
+        let mut state = self.state.lock().expect("registry lock");
+        let removed = state
             .adapters
             .remove(name)
             .ok_or_else(|| RegistryError::NotFound(name.to_string()))?;
+        if let Err(err) = self.save(&state) {
+            state.adapters.insert(name.to_string(), removed);
+            return Err(err);
+        }
+        drop(state);
         for generation in removed.1.values() {
             let _ = std::fs::remove_dir_all(&generation.dir);
         }

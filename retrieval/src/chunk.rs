@@ -170,8 +170,11 @@ pub fn chunk_document(
         // Start the next chunk with the tail of this one, within the overlap budget.
         let mut next = last + 1;
         if units[next].section == section {
+            // Carry no more than leaves room for the next unit, so every chunk brings new text
+            // (else a chunk could be the previous one's tail alone: a duplicate).
+            let room = overlap.min(max.saturating_sub(units[last + 1].tokens));
             let mut carried = 0;
-            while next - 1 > first && carried + units[next - 1].tokens <= overlap {
+            while next - 1 > first && carried + units[next - 1].tokens <= room {
                 next -= 1;
                 carried += units[next].tokens;
             }
@@ -446,6 +449,32 @@ pub(crate) mod tests {
 
     fn slice(text: &str, c: &Chunk) -> String {
         text.chars().skip(c.start).take(c.end - c.start).collect()
+    }
+
+    /// Found by `fuzz/` (chunker target, `fuzz/findings/`): a short paragraph between two long
+    /// ones used to come back alone as a chunk made only of the previous chunk's tail.
+    #[test]
+    fn every_chunk_brings_text_the_previous_one_did_not_have() {
+        let para = |word: &str, n: usize| vec![word; n].join(" ");
+        let text = format!(
+            "{}\n\n{}\n\n{}\n",
+            para("alpha", 112),
+            para("beta", 22),
+            para("gamma", 135)
+        );
+        for (max, overlap) in [(200, 40), (150, 60), (2, 2), (30, 10)] {
+            let out = chunks(&text, DocFormat::Text, max, overlap);
+            for pair in out.windows(2) {
+                assert!(
+                    pair[1].end > pair[0].end,
+                    "max {max} overlap {overlap}: chunk at {}..{} adds nothing after {}..{}",
+                    pair[1].start,
+                    pair[1].end,
+                    pair[0].start,
+                    pair[0].end
+                );
+            }
+        }
     }
 
     #[test]

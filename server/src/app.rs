@@ -17,7 +17,7 @@ use adapters::{Backend, EngineConfig, MistralRsBackend};
 use crate::auth;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models};
+use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models, openapi};
 use crate::index::open_retrieval;
 use crate::state::AppState;
 
@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi))
         .merge(inference)
         .merge(admin)
         .merge(metrics)
@@ -155,10 +156,8 @@ impl Server {
             }
         });
 
-        if !self.state.config().startup_adapters.is_empty() {
-            tokio::spawn(crate::handlers::lora::load_startup_adapters(
-                self.state.clone(),
-            ));
+        if self.state.adapters().is_ok() {
+            tokio::spawn(crate::handlers::lora::restore_adapters(self.state.clone()));
         }
 
         if self.state.config().retrieval_enabled {

@@ -270,6 +270,19 @@ pub async fn require(
             scope: scope.as_str(),
         });
     }
+    if let Some(limiter) = state.rate_limiter() {
+        if let Err(retry_after_secs) = limiter.take(&known.name) {
+            state
+                .metrics()
+                .rejections_total
+                .with_label_values(&["rate_limited"])
+                .inc();
+            return Err(ApiError::RateLimited {
+                key: known.name.clone(),
+                retry_after_secs,
+            });
+        }
+    }
     request.extensions_mut().insert(Caller {
         key_name: known.name.clone(),
         tenant: known.tenant.clone(),

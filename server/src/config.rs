@@ -110,6 +110,15 @@ pub struct Config {
     pub default_max_tokens: usize,
     /// Generations admitted at once, running or queued at the engine (more: 429).
     pub max_in_flight: usize,
+    /// Most messages one chat request may carry (more: 400).
+    pub max_messages: usize,
+    /// Seconds a chat request may take from arrival to its last token; past it the request
+    /// ends with 504 `deadline_exceeded` (or that error event in a stream) and frees its slot.
+    pub request_timeout_secs: u64,
+    /// Requests per second each API key may make on average (token bucket); 0: no limit.
+    pub rate_limit_per_second: f64,
+    /// Requests a key may make at once before the rate applies (the bucket's size).
+    pub rate_limit_burst: u32,
     /// Engine instances; each decodes one request at a time (see README: concurrency).
     pub engine_instances: usize,
     /// Seconds in-flight requests get to finish after a shutdown signal.
@@ -192,6 +201,10 @@ impl Default for Config {
             max_tokens_cap: 2048,
             default_max_tokens: 256,
             max_in_flight: 16,
+            max_messages: 256,
+            request_timeout_secs: 300,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 20,
             engine_instances: 1,
             shutdown_grace_secs: 30,
             log_format: LogFormat::Text,
@@ -249,6 +262,14 @@ pub struct ConfigArgs {
     pub default_max_tokens: Option<usize>,
     #[arg(long, env = "SWITCHYARD_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_MAX_MESSAGES")]
+    pub max_messages: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<f64>,
+    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
     #[arg(long, env = "SWITCHYARD_ENGINE_INSTANCES")]
     pub engine_instances: Option<usize>,
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS")]
@@ -389,6 +410,10 @@ impl Config {
         set(&mut self.max_tokens_cap, &args.max_tokens_cap);
         set(&mut self.default_max_tokens, &args.default_max_tokens);
         set(&mut self.max_in_flight, &args.max_in_flight);
+        set(&mut self.max_messages, &args.max_messages);
+        set(&mut self.request_timeout_secs, &args.request_timeout_secs);
+        set(&mut self.rate_limit_per_second, &args.rate_limit_per_second);
+        set(&mut self.rate_limit_burst, &args.rate_limit_burst);
         set(&mut self.engine_instances, &args.engine_instances);
         set(&mut self.shutdown_grace_secs, &args.shutdown_grace_secs);
         set(&mut self.log_format, &args.log_format);
@@ -451,6 +476,9 @@ impl Config {
             ("max_tokens_cap", self.max_tokens_cap),
             ("default_max_tokens", self.default_max_tokens),
             ("max_in_flight", self.max_in_flight),
+            ("max_messages", self.max_messages),
+            ("request_timeout_secs", self.request_timeout_secs as usize),
+            ("rate_limit_burst", self.rate_limit_burst as usize),
             ("engine_instances", self.engine_instances),
             ("retrieval_candidates", self.retrieval_candidates),
             ("rag_top_k", self.rag_top_k),
@@ -458,6 +486,11 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+        }
+        if !self.rate_limit_per_second.is_finite() || self.rate_limit_per_second < 0.0 {
+            return Err(ConfigError::Invalid(
+                "rate_limit_per_second must be 0 (no limit) or above".into(),
+            ));
         }
         if !self.rrf_k.is_finite() || self.rrf_k <= 0.0 {
             return Err(ConfigError::Invalid("rrf_k must be above 0".into()));

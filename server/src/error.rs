@@ -37,6 +37,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("server is at capacity ({limit} generations in flight); retry later")]
     Overloaded { limit: usize, retry_after_secs: u64 },
+    #[error("the API key `{key}` is over its rate limit; retry in {retry_after_secs} s")]
+    RateLimited { key: String, retry_after_secs: u64 },
+    #[error("the request ran past its deadline of {secs} s and was stopped")]
+    DeadlineExceeded { secs: u64 },
     #[error("the model is not loaded yet")]
     NotReady,
     #[error("the model failed to load: {0}")]
@@ -111,6 +115,8 @@ impl ApiError {
             MethodNotAllowed          => (StatusCode::METHOD_NOT_ALLOWED, INVALID, "method_not_allowed"),
             PayloadTooLarge { .. }    => (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "payload_too_large"),
             Overloaded { .. }         => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "server_overloaded"),
+            RateLimited { .. }        => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+            DeadlineExceeded { .. }   => (StatusCode::GATEWAY_TIMEOUT, "timeout_error", "deadline_exceeded"),
             NotReady                  => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_not_ready"),
             ModelUnavailable(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "model_unavailable"),
             Engine(_)                 => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "engine_error"),
@@ -216,6 +222,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         if let ApiError::Overloaded {
+            retry_after_secs, ..
+        }
+        | ApiError::RateLimited {
             retry_after_secs, ..
         } = self
         {

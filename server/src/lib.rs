@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openai;
 pub mod rag;
+pub mod rate_limit;
 pub mod routing;
 pub mod state;
 pub mod tools;

@@ -263,7 +263,7 @@ impl Metrics {
             ),
             rejections_total: counter(
                 "switchyard_rejections_total",
-                "Requests refused before generating, by reason",
+                "Requests refused, or stopped by a limit (deadline_exceeded), by reason",
                 &["reason"],
             ),
             build_info: register(

@@ -237,6 +237,16 @@ impl ChatCompletionRequest {
                 "messages",
             ));
         }
+        if self.messages.len() > config.max_messages {
+            return Err(ApiError::invalid(
+                format!(
+                    "`messages` has {} messages, above this server's limit of {}",
+                    self.messages.len(),
+                    config.max_messages
+                ),
+                "messages",
+            ));
+        }
         if let Some(n) = self.n {
             if n != 1 {
                 return Err(ApiError::invalid(

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Result};
 use crate::index::Retrieval;
 use crate::metrics::Metrics;
+use crate::rate_limit::{Rate, RateLimiter};
 
 /// Where the model is in its life.
 enum EngineStatus {
@@ -34,6 +35,7 @@ struct Inner {
     engine: RwLock<EngineStatus>,
     index: RwLock<IndexStatus>,
     in_flight: Arc<Semaphore>,
+    rate_limiter: Option<RateLimiter>,
     metrics: Metrics,
 }
 
@@ -66,6 +68,11 @@ impl AppState {
         self.0.keys.as_ref()
     }
 
+    /// Per-key rate limits, when `rate_limit_per_second` is set.
+    pub fn rate_limiter(&self) -> Option<&RateLimiter> {
+        self.0.rate_limiter.as_ref()
+    }
+
     /// The adapter registry, when adapters are on.
     pub fn adapters(&self) -> Result<&Arc<adapters::AdapterRegistry>> {
         self.0.adapters.as_ref().ok_or(ApiError::AdaptersDisabled)
@@ -78,9 +85,14 @@ impl AppState {
         } else {
             IndexStatus::Disabled
         };
+        let rate_limiter = RateLimiter::new(Rate {
+            per_second: config.rate_limit_per_second,
+            burst: config.rate_limit_burst,
+        });
         Self(Arc::new(Inner {
             adapters: None,
             keys: None,
+            rate_limiter,
             config,
             engine: RwLock::new(EngineStatus::Loading),
             index: RwLock::new(index),

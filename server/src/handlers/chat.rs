@@ -4,6 +4,7 @@
 //! of the request's tools).
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderValue;
@@ -11,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{Stream, StreamExt};
+use tokio::time::Instant;
 
 use adapters::{collect, EventStream, GenerationEvent, GenerationRequest, Role};
 
@@ -61,6 +63,34 @@ pub async fn completions(
     State(state): State<AppState>,
     caller: Option<axum::Extension<Caller>>,
     OpenAiJson(request): OpenAiJson<ChatCompletionRequest>,
+) -> Result<Response> {
+    // The deadline covers routing, retrieval and generation; dropping `answer` at the deadline
+    // frees the slot and cancels the engine request. A stream checks it in `detach`.
+    let secs = state.config().request_timeout_secs;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    match tokio::time::timeout_at(deadline, answer(state.clone(), caller, request, deadline)).await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            deadline_exceeded(&state);
+            Err(ApiError::DeadlineExceeded { secs })
+        }
+    }
+}
+
+fn deadline_exceeded(state: &AppState) {
+    state
+        .metrics()
+        .rejections_total
+        .with_label_values(&["deadline_exceeded"])
+        .inc();
+}
+
+async fn answer(
+    state: AppState,
+    caller: Option<axum::Extension<Caller>>,
+    request: ChatCompletionRequest,
+    deadline: Instant,
 ) -> Result<Response> {
     // Retrieval searches the key's tenant (the default one for keys bound to none).
     let tenant = resolve_tenant(caller.as_deref(), None, &state.config().default_tenant)?;
@@ -178,7 +208,7 @@ pub async fn completions(
             include_usage,
             state: state.clone(),
         };
-        Sse::new(stream.events(events, slot))
+        Sse::new(detach(stream.events(events, slot), deadline, state.clone()))
             .keep_alive(KeepAlive::default())
             .into_response()
     } else {
@@ -631,6 +661,40 @@ fn record_markers(state: &AppState, filter: &MarkerFilter, info: &mut RetrievalI
 
 fn json_event<T: serde::Serialize>(value: &T) -> Event {
     Event::default().data(serde_json::to_string(value).expect("serializable"))
+}
+
+/// Runs a streamed answer in its own task, so that the generation goes at the engine's pace
+/// whatever the client's: its events wait in a queue (at most `max_tokens` of them) and the
+/// slot is freed when the generation ends, not when a slow reader gets to the end. The task
+/// stops at the deadline, with a `deadline_exceeded` error event, or as soon as the client goes
+/// away (the engine request is cancelled either way).
+fn detach(
+    answer: impl Stream<Item = std::result::Result<Event, Infallible>> + Send + 'static,
+    deadline: Instant,
+    state: AppState,
+) -> impl Stream<Item = std::result::Result<Event, Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut answer = std::pin::pin!(answer);
+        loop {
+            tokio::select! {
+                event = answer.next() => {
+                    let Some(event) = event else { return };
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    deadline_exceeded(&state);
+                    let secs = state.config().request_timeout_secs;
+                    let _ = tx.send(Ok(json_event(&ApiError::DeadlineExceeded { secs }.body())));
+                    return;
+                }
+                () = tx.closed() => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
 }
 
 /// Everything a streamed answer needs besides the engine's events.

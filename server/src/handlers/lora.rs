@@ -74,13 +74,37 @@ pub async fn load(
     ))
 }
 
-/// Loads `startup_adapters` one after another (loads are serialised anyway), each counted and
+/// At start: brings back the saved active set (what was active when the server last stopped,
+/// even by kill -9), then loads the `startup_adapters` whose names it did not bring back (a
+/// generation activated at runtime outlives a restart), one after another, each counted and
 /// logged like an API load; a failure leaves the others to load.
-pub async fn load_startup_adapters(state: AppState) {
+pub async fn restore_adapters(state: AppState) {
     let Ok(registry) = state.adapters().cloned() else {
         return;
     };
+    let mut recovered = std::collections::HashSet::new();
+    for (name, outcome) in registry.recover().await {
+        record(&state, "recover", &outcome);
+        match outcome {
+            Ok(info) => {
+                tracing::info!(
+                    adapter = name,
+                    generation = info.generation,
+                    "adapter recovered from the saved active set"
+                );
+                recovered.insert(name);
+            }
+            Err(err) => tracing::error!(
+                adapter = name,
+                error = %err,
+                "saved active adapter could not be recovered"
+            ),
+        }
+    }
     for (name, path) in &state.config().startup_adapters {
+        if recovered.contains(name) {
+            continue;
+        }
         let result = registry.load(name, path).await;
         record(&state, "load", &result);
         match result {

@@ -7,3 +7,4 @@ pub mod health;
 pub mod lora;
 pub mod metrics;
 pub mod models;
+pub mod openapi;
