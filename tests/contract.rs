@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchyard_server::Config;
-use switchyard_tests::{corpus_text, model_path, rag_config, workspace_root, TestServer};
+use switchyard_tests::{corpus_text, get_text, model_path, rag_config, workspace_root, TestServer};
 
 const KEY: &str = "sk-contract-0123456789";
 
@@ -52,14 +52,7 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
         .unwrap();
     assert_eq!(response.status(), 201);
     // The document served is the one in the tree.
-    let served = client
-        .get(server.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = get_text(&server, "/openapi.json").await;
     assert_eq!(
         served,
         std::fs::read_to_string(workspace_root().join("server/openapi.json")).unwrap()

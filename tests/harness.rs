@@ -227,14 +227,19 @@ pub async fn upsert_document(server: &TestServer, id: &str, text: &str) -> u16 {
         .as_u16()
 }
 
-/// The server's `/metrics` text.
-pub async fn scrape_metrics(server: &TestServer) -> String {
-    reqwest::get(server.url("/metrics"))
+/// The text body of `GET path` (no key).
+pub async fn get_text(server: &TestServer, path: &str) -> String {
+    reqwest::get(server.url(path))
         .await
-        .expect("metrics answered")
+        .expect("request sent")
         .text()
         .await
-        .expect("metrics text")
+        .expect("text body")
+}
+
+/// The server's `/metrics` text.
+pub async fn scrape_metrics(server: &TestServer) -> String {
+    get_text(server, "/metrics").await
 }
 
 /// The value of the first series starting with `series` (0 when absent: counters with

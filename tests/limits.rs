@@ -171,14 +171,7 @@ async fn each_key_has_its_own_token_bucket() {
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(models(A).send().await.unwrap().status(), 200);
 
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape_metrics(&server).await;
     assert_eq!(
         metric_value(
             &metrics,
