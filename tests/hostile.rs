@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchyard_server::Config;
-use switchyard_tests::{corpus_text, post_chat, rag_config, upsert_document, TestServer};
+use switchyard_tests::{corpus_text, get_json, post_chat, rag_config, upsert_document, TestServer};
 
 /// A request the server must refuse: what to send and the status and code it must get.
 struct Case {
@@ -351,15 +351,9 @@ fn cases(model: &str, max_body: usize) -> Vec<Case> {
     ]
 }
 
-async fn document_ids(client: &reqwest::Client, server: &TestServer) -> Vec<String> {
-    let listed: Value = client
-        .get(server.url("/v1/documents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn document_ids(server: &TestServer) -> Vec<String> {
+    let (status, listed) = get_json(server, "/v1/documents").await;
+    assert_eq!(status, 200, "{listed}");
     let mut ids: Vec<String> = listed["data"]
         .as_array()
         .unwrap()
@@ -385,7 +379,7 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() {
         upsert_document(&server, "git-stash.txt", &corpus_text("git-stash.txt")).await,
         201
     );
-    let before = document_ids(&client, &server).await;
+    let before = document_ids(&server).await;
 
     let cases = cases(&model, max_body);
     let mut failures = Vec::new();
@@ -419,11 +413,7 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() {
         cases.len(),
         failures.join("\n")
     );
-    assert_eq!(
-        document_ids(&client, &server).await,
-        before,
-        "the index changed"
-    );
+    assert_eq!(document_ids(&server).await, before, "the index changed");
     // Still serving.
     let (status, body) = post_chat(
         &server,

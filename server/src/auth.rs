@@ -272,11 +272,7 @@ pub async fn require(
     }
     if let Some(limiter) = state.rate_limiter() {
         if let Err(retry_after_secs) = limiter.take(&known.name) {
-            state
-                .metrics()
-                .rejections_total
-                .with_label_values(&["rate_limited"])
-                .inc();
+            state.metrics().reject("rate_limited");
             return Err(ApiError::RateLimited {
                 key: known.name.clone(),
                 retry_after_secs,

@@ -317,6 +317,12 @@ impl Metrics {
         &self.families
     }
 
+    /// Counts a request refused or stopped by a limit (`overloaded`, `rate_limited`,
+    /// `deadline_exceeded`).
+    pub fn reject(&self, reason: &str) {
+        self.rejections_total.with_label_values(&[reason]).inc();
+    }
+
     /// Records one search's stage timings, degradations and result count.
     pub fn observe_search(&self, route: &str, result: &SearchResult) {
         let timings = &result.timings;

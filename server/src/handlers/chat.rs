@@ -72,18 +72,10 @@ pub async fn completions(
     {
         Ok(result) => result,
         Err(_) => {
-            deadline_exceeded(&state);
+            state.metrics().reject("deadline_exceeded");
             Err(ApiError::DeadlineExceeded { secs })
         }
     }
-}
-
-fn deadline_exceeded(state: &AppState) {
-    state
-        .metrics()
-        .rejections_total
-        .with_label_values(&["deadline_exceeded"])
-        .inc();
 }
 
 async fn answer(
@@ -114,13 +106,9 @@ async fn answer(
         // Fail fast (503) while the base model loads, before routing work.
         state.backend()?;
     }
-    let slot = state.admit().inspect_err(|_| {
-        state
-            .metrics()
-            .rejections_total
-            .with_label_values(&["overloaded"])
-            .inc();
-    })?;
+    let slot = state
+        .admit()
+        .inspect_err(|_| state.metrics().reject("overloaded"))?;
     let (route, routing) =
         stage("route", choose_route(&state, &request, &generation, &tools)).await?;
     // The adapter named in `model`, else the route's default adapter when it is loaded, else
@@ -685,7 +673,7 @@ fn detach(
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    deadline_exceeded(&state);
+                    state.metrics().reject("deadline_exceeded");
                     let secs = state.config().request_timeout_secs;
                     let _ = tx.send(Ok(json_event(&ApiError::DeadlineExceeded { secs }.body())));
                     return;
