@@ -7,6 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
+scripts/build-deps.sh
 python3 scripts/fetch_models.py
 corpus="$(scripts/fetch_corpus.sh)"
 cargo build --locked -p switchyard-server --bin switchyard

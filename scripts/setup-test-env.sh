@@ -19,6 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"
 fi
 
+scripts/build-deps.sh
 python3 scripts/fetch_models.py
 scripts/fetch_corpus.sh >/dev/null
 

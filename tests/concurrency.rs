@@ -1,10 +1,12 @@
-//! No cross-talk: concurrent requests get exactly the answers they get alone.
+//! No cross-talk: concurrent requests get exactly the answers they get alone, on both
+//! engines.
 //!
 //! mistral.rs 0.8.1 mixes answers of sequences decoded in one CPU batch (see the engine's
-//! module doc). This test fails if the engine layer ever lets that happen again.
+//! module doc), so it runs one sequence per instance; llama.cpp decodes all eight in one
+//! batch per step. This test fails if either engine ever lets answers cross.
 
 use futures::future::join_all;
-use switchyard_server::Config;
+use switchyard_server::{Config, EngineKind};
 use switchyard_tests::{chat_body, chat_text, stream_chat, test_config, TestServer};
 
 const PROMPTS: [&str; 8] = [
@@ -19,11 +21,26 @@ const PROMPTS: [&str; 8] = [
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_answers_equal_solo_answers() {
-    let server = TestServer::start_ready(Config {
+async fn mistralrs_concurrent_answers_equal_solo_answers() {
+    concurrent_answers_equal_solo_answers(Config {
+        engine: EngineKind::MistralRs,
         engine_instances: 2,
         ..test_config()
-    });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn llama_cpp_batched_answers_equal_solo_answers() {
+    concurrent_answers_equal_solo_answers(Config {
+        engine: EngineKind::LlamaCpp,
+        ..test_config()
+    })
+    .await;
+}
+
+async fn concurrent_answers_equal_solo_answers(config: Config) {
+    let server = TestServer::start_ready(config);
     let mut solo = Vec::new();
     for prompt in PROMPTS {
         solo.push(chat_text(&server, &chat_body(prompt, 24)).await);

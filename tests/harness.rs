@@ -348,3 +348,34 @@ pub async fn read_stream(response: reqwest::Response) -> StreamedChat {
         .collect();
     StreamedChat { status, events }
 }
+
+/// Runs `tests/python/<script> <base>/v1 <model id>` with the test venv's Python (or
+/// `SWITCHYARD_TEST_PYTHON`), prints its output, and fails unless it passed every check.
+pub fn run_python_check(server: &TestServer, script: &str) {
+    let python = match std::env::var_os("SWITCHYARD_TEST_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let venv = workspace_root().join(".venv/bin/python");
+            assert!(
+                venv.is_file(),
+                "no test venv at {}: run `scripts/setup-test-env.sh` (the README's test command does)",
+                venv.display()
+            );
+            venv
+        }
+    };
+    let output = std::process::Command::new(python)
+        .arg(workspace_root().join("tests/python").join(script))
+        .arg(format!("{}/v1", server.base))
+        .arg(Config::default().model_id)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("ALL CHECKS PASSED"), "{stdout}");
+}

@@ -222,9 +222,10 @@ async fn body_over_limit_is_413() {
 
 #[tokio::test]
 async fn waiting_and_running_gauges_follow_the_engine_instances() {
-    // One engine instance and room for two admitted requests: the second waits.
+    // One mistral.rs engine instance and room for two admitted requests: the second waits.
     let server = TestServer::start_ready(Config {
         max_in_flight: 2,
+        engine: switchyard_server::EngineKind::MistralRs,
         engine_instances: 1,
         ..test_config()
     });

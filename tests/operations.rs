@@ -329,7 +329,7 @@ async fn a_real_prometheus_scrapes_the_server_and_answers_promql_over_its_histog
         assert_eq!(answer["status"], "success", "{query}: {answer}");
     }
     // ...and together they show every metric family the server has.
-    for family in Metrics::new().families() {
+    for family in Metrics::new("llama.cpp").families() {
         assert!(
             queries.iter().any(|q| q.contains(family.as_str())),
             "no dashboard panel shows {family}"

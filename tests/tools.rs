@@ -414,3 +414,63 @@ async fn a_router_of_another_embedding_model_is_refused_at_start() {
         "{body}"
     );
 }
+
+/// A tool as LangChain's `bind_tools` and most hand-written tools send it: no
+/// `additionalProperties: false`. Arguments still hold only the declared keys, in compact
+/// JSON; a call cut by `max_tokens` is `length` with neither a call nor raw JSON as content.
+#[tokio::test]
+async fn tools_without_additional_properties_get_declared_arguments_only() {
+    let server = routed_server().await;
+    let open_tools = json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "Get the current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    }}]);
+    let (status, _, body) = post_chat_with_headers(
+        server,
+        &chat(
+            "What's the weather in Oslo?",
+            json!({"tools": open_tools, "tool_choice": "required", "max_tokens": 60}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert!(choice["message"]["content"].is_null(), "{body}");
+    let raw = choice["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    let arguments: Value = serde_json::from_str(raw).unwrap();
+    let keys: Vec<&String> = arguments.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["city"], "{raw}");
+    assert_eq!(raw, arguments.to_string(), "compact JSON");
+
+    for stream in [false, true] {
+        let body = chat(
+            "What's the weather in Oslo?",
+            json!({"tools": open_tools, "tool_choice": "required", "max_tokens": 3, "stream": stream}),
+        );
+        if stream {
+            let streamed = stream_chat(server, &body).await;
+            assert!(streamed.ended_with_done());
+            let chunks = streamed.chunks();
+            assert!(
+                chunks
+                    .iter()
+                    .any(|c| c["choices"][0]["finish_reason"] == "length"),
+                "{chunks:?}"
+            );
+            assert_eq!(streamed.text(), "", "no raw JSON as content: {chunks:?}");
+            assert!(!chunks
+                .iter()
+                .any(|c| c["choices"][0]["delta"].get("tool_calls").is_some()));
+        } else {
+            let (status, _, response) = post_chat_with_headers(server, &body).await;
+            assert_eq!(status, 200, "{response}");
+            let choice = &response["choices"][0];
+            assert_eq!(choice["finish_reason"], "length", "{response}");
+            assert!(choice["message"]["content"].is_null(), "{response}");
+            assert!(choice["message"].get("tool_calls").is_none(), "{response}");
+        }
+    }
+}

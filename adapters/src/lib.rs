@@ -11,6 +11,7 @@ pub mod convert;
 mod counter;
 mod error;
 mod json_end;
+mod llama;
 pub mod lora;
 mod mistral;
 mod registry;
@@ -21,6 +22,7 @@ mod types;
 
 pub use backend::{collect, Backend, EventStream};
 pub use error::{EngineError, Result};
+pub use llama::{LlamaConfig, LlamaCppBackend};
 pub use mistral::{EngineConfig, MistralRsBackend};
 pub use registry::{AdapterInfo, AdapterRegistry, GenerationInfo, RegistryConfig, RegistryError};
 pub use types::{

@@ -12,10 +12,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use adapters::{Backend, EngineConfig, MistralRsBackend};
+use adapters::{Backend, EngineConfig, LlamaConfig, LlamaCppBackend, MistralRsBackend};
 
 use crate::auth;
-use crate::config::Config;
+use crate::config::{Config, EngineKind};
 use crate::error::ApiError;
 use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models, openapi};
 use crate::index::open_retrieval;
@@ -64,15 +64,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Loads the configured model with mistral.rs.
+/// Loads the configured model with the configured engine.
 pub async fn load_engine(config: &Config) -> adapters::Result<Arc<dyn Backend>> {
-    let engine = MistralRsBackend::load(EngineConfig {
-        model_path: config.model_path.clone(),
-        model_id: config.model_id.clone(),
-        instances: config.engine_instances,
+    Ok(match config.engine {
+        EngineKind::LlamaCpp => Arc::new(
+            LlamaCppBackend::load(LlamaConfig {
+                max_sequences: config.engine_sequences,
+                context_tokens: config.engine_context_tokens,
+                ..LlamaConfig::new(config.model_path.clone(), &config.model_id)
+            })
+            .await?,
+        ),
+        EngineKind::MistralRs => Arc::new(
+            MistralRsBackend::load(EngineConfig {
+                model_path: config.model_path.clone(),
+                model_id: config.model_id.clone(),
+                instances: config.engine_instances,
+            })
+            .await?,
+        ),
     })
-    .await?;
-    Ok(Arc::new(engine))
 }
 
 /// The API keys to check, or `None` when `auth_disabled` (with a warning). No keys and auth

@@ -1,5 +1,6 @@
-//! `switchyard bench`: time to first token, decode speed and throughput of OpenAI-compatible
-//! servers, measured in one run against a named baseline, printed as ratios.
+//! `switchyard bench`: time to first token, decode speed, throughput and a long-prompt request
+//! of OpenAI-compatible servers, measured in one run against a named baseline, printed as
+//! ratios (each target against the baseline).
 //!
 //! Every server gets the same streamed, greedy requests. Decode tokens/s of one request is
 //! (completion tokens − 1) / (time of last token − time of first token): the first token is
@@ -37,9 +38,14 @@ impl std::str::FromStr for Target {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The server measured, NAME=URL[#MODEL].
-    #[arg(long, env = "SWITCHYARD_BENCH_TARGET")]
-    pub target: Target,
+    /// The servers measured, NAME=URL[#MODEL] (repeat the flag for several).
+    #[arg(
+        long = "target",
+        env = "SWITCHYARD_BENCH_TARGET",
+        value_delimiter = ' ',
+        required = true
+    )]
+    pub targets: Vec<Target>,
     /// The baseline measured in the same run, NAME=URL[#MODEL].
     #[arg(long, env = "SWITCHYARD_BENCH_BASELINE")]
     pub baseline: Target,
@@ -55,6 +61,10 @@ pub struct BenchArgs {
     /// Tokens per request in the throughput table.
     #[arg(long, default_value_t = 48)]
     pub throughput_max_tokens: usize,
+    /// Words in the long prompt (about 1.3 tokens each), answered with 64 tokens: the size of
+    /// a `rag` request, whose time is mostly prompt processing. 0 skips it.
+    #[arg(long, default_value_t = 460)]
+    pub long_prompt_words: usize,
     /// The fixed prompt.
     #[arg(
         long,
@@ -69,6 +79,7 @@ struct Sample {
     ttft: Duration,
     total: Duration,
     tokens: usize,
+    prompt_tokens: usize,
 }
 
 impl Sample {
@@ -133,8 +144,8 @@ async fn one_request(
         );
     }
     let mut stream = response.bytes_stream();
-    let (mut buffer, mut first, mut last, mut chunks, mut usage) =
-        (String::new(), None, start, 0, None);
+    let (mut buffer, mut first, mut last, mut chunks, mut usage, mut prompt_tokens) =
+        (String::new(), None, start, 0, None, 0);
     while let Some(bytes) = stream.next().await {
         buffer.push_str(&String::from_utf8_lossy(&bytes?));
         while let Some(end) = buffer.find("\n\n") {
@@ -149,6 +160,7 @@ async fn one_request(
             let chunk: Value = serde_json::from_str(data)?;
             if let Some(tokens) = chunk["usage"]["completion_tokens"].as_u64() {
                 usage = Some(tokens as usize);
+                prompt_tokens = chunk["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize;
             }
             let has_text = chunk["choices"][0]["delta"]["content"]
                 .as_str()
@@ -166,6 +178,7 @@ async fn one_request(
         ttft: first - start,
         total: last - start,
         tokens: usage.unwrap_or(chunks),
+        prompt_tokens,
     })
 }
 
@@ -235,53 +248,122 @@ async fn throughput(
     Ok((total as f64 / elapsed, tokens as f64 / elapsed))
 }
 
+/// A prompt of `words` words of documentation-like text that asks a question about it.
+fn long_prompt(words: usize) -> String {
+    const TEXT: &str = "git rebase reapplies commits on top of another base tip. If the upstream \
+        branch is not given, the configured upstream is used. Conflicts stop the rebase until \
+        they are resolved and the user runs git rebase --continue, or --abort to return to the \
+        original branch. Interactive mode lets the user reorder, squash, edit or drop commits.";
+    let source: Vec<&str> = TEXT.split_whitespace().collect();
+    let body: Vec<&str> = source.iter().copied().cycle().take(words).collect();
+    format!(
+        "Answer from this documentation.\n\n{}\n\nQuestion: how do I stop a rebase?",
+        body.join(" ")
+    )
+}
+
+/// Median end-to-end seconds and prompt tokens of a long-prompt request with 64 new tokens.
+async fn long_request(
+    client: &reqwest::Client,
+    target: &Target,
+    args: &BenchArgs,
+) -> anyhow::Result<(f64, usize)> {
+    let model = model_of(client, target).await?;
+    let prompt = long_prompt(args.long_prompt_words);
+    let mut times = Vec::new();
+    let mut prompt_tokens = 0;
+    for _ in 0..args.runs.min(3) {
+        let sample = one_request(client, target, &model, &prompt, 64).await?;
+        times.push(sample.total.as_secs_f64());
+        prompt_tokens = sample.prompt_tokens;
+    }
+    Ok((median(times), prompt_tokens))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1800))
         .build()?;
-    let (subject, baseline) = (&args.target, &args.baseline);
+    let baseline = &args.baseline;
+    let servers: Vec<&Target> = args.targets.iter().chain([baseline]).collect();
     println!(
-        "bench: prompt {:?}, {} runs x {} tokens, greedy, streamed",
-        args.prompt, args.runs, args.max_tokens
+        "bench: prompt {:?}, {} runs x {} tokens, greedy, streamed; baseline {}",
+        args.prompt, args.runs, args.max_tokens, baseline.name
     );
-    let (s_ttft, s_tps, s_tokens) = latency(&client, subject, &args).await?;
-    let (b_ttft, b_tps, b_tokens) = latency(&client, baseline, &args).await?;
+    let mut latencies = Vec::new();
+    for target in &servers {
+        latencies.push(latency(&client, target, &args).await?);
+    }
     println!();
     println!(
-        "{:<14} {:>12} {:>16} {:>10}",
+        "{:<18} {:>12} {:>16} {:>10}",
         "server", "TTFT p50 ms", "decode tok/s p50", "tokens"
     );
-    for (target, ttft, tps, tokens) in [
-        (subject, s_ttft, s_tps, s_tokens),
-        (baseline, b_ttft, b_tps, b_tokens),
-    ] {
+    for (target, (ttft, tps, tokens)) in servers.iter().zip(&latencies) {
         println!(
-            "{:<14} {:>12.1} {:>16.2} {:>10}",
+            "{:<18} {:>12.1} {:>16.2} {:>10}",
             target.name, ttft, tps, tokens
         );
     }
-    println!(
-        "ratio {}/{}: decode tok/s x{:.2} (higher is better), TTFT x{:.2} (lower is better)",
-        subject.name,
-        baseline.name,
-        s_tps / b_tps,
-        s_ttft / b_ttft
-    );
+    let (b_ttft, b_tps, _) = *latencies.last().expect("the baseline");
+    for (target, (ttft, tps, _)) in servers.iter().zip(&latencies).take(args.targets.len()) {
+        println!(
+            "ratio {}/{}: decode tok/s x{:.2} (higher is better), TTFT x{:.2} (lower is better)",
+            target.name,
+            baseline.name,
+            tps / b_tps,
+            ttft / b_ttft
+        );
+    }
     println!();
     println!(
-        "{:<14} {:>6} {:>10} {:>12}   ({} tokens per request)",
+        "{:<18} {:>6} {:>10} {:>12}   ({} tokens per request)",
         "server", "conc", "req/s", "tok/s", args.throughput_max_tokens
     );
     for &concurrency in &args.concurrency {
-        let (s_rps, s_tok) = throughput(&client, subject, &args, concurrency).await?;
-        let (b_rps, b_tok) = throughput(&client, baseline, &args, concurrency).await?;
-        for (target, rps, tok) in [(subject, s_rps, s_tok), (baseline, b_rps, b_tok)] {
+        let mut rates = Vec::new();
+        for target in &servers {
+            let (rps, tok) = throughput(&client, target, &args, concurrency).await?;
             println!(
-                "{:<14} {:>6} {:>10.3} {:>12.2}",
+                "{:<18} {:>6} {:>10.3} {:>12.2}",
                 target.name, concurrency, rps, tok
             );
+            rates.push(tok);
         }
-        println!("ratio at {concurrency}: tok/s x{:.2}", s_tok / b_tok);
+        let base = *rates.last().expect("the baseline");
+        for (target, tok) in servers.iter().zip(&rates).take(args.targets.len()) {
+            println!(
+                "ratio at {concurrency}: {}/{} tok/s x{:.2}",
+                target.name,
+                baseline.name,
+                tok / base
+            );
+        }
+    }
+    if args.long_prompt_words > 0 {
+        println!();
+        println!(
+            "{:<18} {:>14} {:>16}   (long prompt + 64 tokens, end to end)",
+            "server", "prompt tokens", "seconds p50"
+        );
+        let mut times = Vec::new();
+        for target in &servers {
+            let (seconds, prompt_tokens) = long_request(&client, target, &args).await?;
+            println!(
+                "{:<18} {:>14} {:>16.2}",
+                target.name, prompt_tokens, seconds
+            );
+            times.push(seconds);
+        }
+        let base = *times.last().expect("the baseline");
+        for (target, seconds) in servers.iter().zip(&times).take(args.targets.len()) {
+            println!(
+                "ratio {}/{}: long request time x{:.2} (lower is better)",
+                target.name,
+                baseline.name,
+                seconds / base
+            );
+        }
     }
     Ok(())
 }
@@ -306,6 +388,7 @@ mod tests {
             ttft: Duration::from_millis(500),
             total: Duration::from_millis(1500),
             tokens: 11,
+            prompt_tokens: 5,
         };
         assert!((s.decode_tps().unwrap() - 10.0).abs() < 1e-9);
         assert_eq!(percentile(&mut [3.0, 1.0, 2.0], 50.0), 2.0);

@@ -19,6 +19,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum EngineKind {
+    /// llama.cpp: every running request decoded in one batch per step.
+    #[serde(rename = "llama.cpp")]
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
+    /// mistral.rs: `engine_instances` copies, each decoding one request at a time.
+    #[serde(rename = "mistralrs")]
+    #[value(name = "mistralrs")]
+    MistralRs,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::LlamaCpp => "llama.cpp",
+            EngineKind::MistralRs => "mistralrs",
+        }
+    }
+}
+
 /// Which vector store holds the dense side of the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -119,8 +141,14 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Requests a key may make at once before the rate applies (the bucket's size).
     pub rate_limit_burst: u32,
-    /// Engine instances; each decodes one request at a time (see README: concurrency).
+    /// The engine that runs the model.
+    pub engine: EngineKind,
+    /// mistral.rs engine instances; each decodes one request at a time (see README: concurrency).
     pub engine_instances: usize,
+    /// llama.cpp: sequences decoded together in one batch (more wait for a free one).
+    pub engine_sequences: usize,
+    /// llama.cpp: each sequence's window in tokens (prompt + answer), its own KV cache.
+    pub engine_context_tokens: usize,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Log format.
@@ -205,7 +233,10 @@ impl Default for Config {
             request_timeout_secs: 300,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 20,
+            engine: EngineKind::MistralRs,
             engine_instances: 1,
+            engine_sequences: 8,
+            engine_context_tokens: 2048,
             shutdown_grace_secs: 30,
             log_format: LogFormat::Text,
             models_dir: PathBuf::from("models"),
@@ -270,8 +301,14 @@ pub struct ConfigArgs {
     pub rate_limit_per_second: Option<f64>,
     #[arg(long, env = "SWITCHYARD_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
+    #[arg(long, env = "SWITCHYARD_ENGINE", value_enum)]
+    pub engine: Option<EngineKind>,
     #[arg(long, env = "SWITCHYARD_ENGINE_INSTANCES")]
     pub engine_instances: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_ENGINE_SEQUENCES")]
+    pub engine_sequences: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_ENGINE_CONTEXT_TOKENS")]
+    pub engine_context_tokens: Option<usize>,
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
@@ -414,7 +451,10 @@ impl Config {
         set(&mut self.request_timeout_secs, &args.request_timeout_secs);
         set(&mut self.rate_limit_per_second, &args.rate_limit_per_second);
         set(&mut self.rate_limit_burst, &args.rate_limit_burst);
+        set(&mut self.engine, &args.engine);
         set(&mut self.engine_instances, &args.engine_instances);
+        set(&mut self.engine_sequences, &args.engine_sequences);
+        set(&mut self.engine_context_tokens, &args.engine_context_tokens);
         set(&mut self.shutdown_grace_secs, &args.shutdown_grace_secs);
         set(&mut self.log_format, &args.log_format);
         set(&mut self.models_dir, &args.models_dir);
@@ -480,6 +520,8 @@ impl Config {
             ("request_timeout_secs", self.request_timeout_secs as usize),
             ("rate_limit_burst", self.rate_limit_burst as usize),
             ("engine_instances", self.engine_instances),
+            ("engine_sequences", self.engine_sequences),
+            ("engine_context_tokens", self.engine_context_tokens),
             ("retrieval_candidates", self.retrieval_candidates),
             ("rag_top_k", self.rag_top_k),
             ("retrieval_timeout_ms", self.retrieval_timeout_ms as usize),

@@ -24,5 +24,5 @@ pub mod state;
 pub mod tools;
 
 pub use app::{load_engine, router, Server};
-pub use config::{Config, ConfigArgs, LogFormat};
+pub use config::{Config, ConfigArgs, EngineKind, LogFormat};
 pub use error::{ApiError, Result};

@@ -73,14 +73,9 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(
     metric
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
+    /// The server's series; `engine` names the engine in `switchyard_build_info`.
+    pub fn new(engine: &str) -> Self {
         let metrics = Self::unlabelled();
         let device = if cfg!(feature = "cuda") {
             "cuda"
@@ -92,7 +87,7 @@ impl Metrics {
             .with_label_values(&[
                 env!("CARGO_PKG_VERSION"),
                 env!("SWITCHYARD_GIT_COMMIT"),
-                "mistral.rs 0.8.1",
+                engine,
                 device,
             ])
             .set(1);
@@ -410,7 +405,7 @@ mod tests {
 
     #[test]
     fn a_degraded_search_counts_its_cause_and_only_the_stages_that_ran() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("llama.cpp");
         let result = SearchResult {
             hits: Vec::new(),
             degraded: vec![Degradation {
@@ -439,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_tracked_gauge_falls_back_when_its_guard_drops() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new("llama.cpp");
         let first = Metrics::track(&metrics.requests_waiting);
         let second = Metrics::track(&metrics.requests_waiting);
         assert_eq!(metrics.requests_waiting.get(), 2);

@@ -89,6 +89,7 @@ impl AppState {
             per_second: config.rate_limit_per_second,
             burst: config.rate_limit_burst,
         });
+        let metrics = Metrics::new(config.engine.as_str());
         Self(Arc::new(Inner {
             adapters: None,
             keys: None,
@@ -97,7 +98,7 @@ impl AppState {
             engine: RwLock::new(EngineStatus::Loading),
             index: RwLock::new(index),
             in_flight,
-            metrics: Metrics::new(),
+            metrics,
         }))
     }
 

@@ -161,10 +161,11 @@ impl ToolSet {
             .callable()
             .into_iter()
             .map(|f| {
-                let parameters = f
+                let mut parameters = f
                     .parameters
                     .clone()
                     .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+                close_objects(&mut parameters);
                 json!({
                     "type": "object",
                     "properties": {
@@ -228,6 +229,43 @@ impl ToolSet {
     }
 }
 
+/// Constrains every object in a parameters schema to its declared properties, unless the
+/// schema itself says what else it allows (`additionalProperties`, `patternProperties`).
+///
+/// Clients send tools as LangChain's `bind_tools` and most hand-written tools do, without
+/// `additionalProperties: false`; JSON Schema then allows any other key, and constrained
+/// decoding lets a small model fill the object with invented keys until `max_tokens`. Strict
+/// tool calling elsewhere closes the objects the same way.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else {
+        return;
+    };
+    let is_object =
+        map.get("type").is_some_and(|t| t == "object") || map.contains_key("properties");
+    if is_object
+        && !map.contains_key("additionalProperties")
+        && !map.contains_key("patternProperties")
+    {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, value) in map.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" => {
+                if let Value::Object(children) = value {
+                    children.values_mut().for_each(close_objects);
+                }
+            }
+            "items" | "additionalProperties" | "not" => close_objects(value),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(options) = value {
+                    options.iter_mut().for_each(close_objects);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +284,35 @@ mod tests {
             ],
             "tool_choice": choice,
         }))
+    }
+
+    #[test]
+    fn argument_objects_are_closed_unless_the_schema_opens_them() {
+        let set = tool_set(&request(json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "place": {"type": "object", "properties": {"lat": {"type": "number"}}},
+                    "tags": {"type": "array", "items": {"type": "object", "properties": {}}},
+                    "extra": {"type": "object", "additionalProperties": {"type": "string"}}
+                }
+            }}}],
+        })))
+        .unwrap();
+        let arguments = &set.output_schema()["properties"]["arguments"];
+        assert_eq!(arguments["additionalProperties"], false, "{arguments}");
+        let properties = &arguments["properties"];
+        assert_eq!(properties["place"]["additionalProperties"], false);
+        assert_eq!(properties["tags"]["items"]["additionalProperties"], false);
+        assert_eq!(
+            properties["extra"]["additionalProperties"],
+            json!({"type": "string"}),
+            "a schema that allows more keeps allowing it"
+        );
+        assert!(properties["city"].get("additionalProperties").is_none());
     }
 
     #[test]

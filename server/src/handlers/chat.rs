@@ -413,9 +413,9 @@ async fn tool_answer(
             completion.choices[0].message.tool_calls = Some(vec![call.clone()]);
             completion.choices[0].finish_reason = "tool_calls".into();
         }
-        // Cut short (max_tokens) before the call was complete: the partial text, as OpenAI
-        // returns a truncated answer.
-        None => completion.choices[0].message.content = Some(output.text.clone()),
+        // Cut short (max_tokens) before the call was complete: no call and no content (the
+        // partial JSON is not an answer), with the engine's `length`.
+        None => completion.choices[0].message.content = None,
     }
     if !request.stream {
         return Ok(Json(completion).into_response());
@@ -424,7 +424,7 @@ async fn tool_answer(
     let mut first = meta.chunk(
         Delta {
             role: Some("assistant".into()),
-            content: call.is_none().then(String::new),
+            content: None,
             tool_calls: None,
         },
         None,
@@ -444,16 +444,7 @@ async fn tool_answer(
             )));
             "tool_calls".to_string()
         }
-        None => {
-            chunks.push(json_event(&meta.chunk(
-                Delta {
-                    content: Some(output.text),
-                    ..Delta::default()
-                },
-                None,
-            )));
-            completion.choices[0].finish_reason.clone()
-        }
+        None => completion.choices[0].finish_reason.clone(),
     };
     let mut last = meta.chunk(Delta::default(), None);
     last.choices[0].finish_reason = Some(finish);

@@ -1,0 +1,210 @@
+//! [`Backend`] on llama.cpp (the `llama-cpp-2` crate): one decode loop that batches every
+//! running sequence into each step (continuous batching).
+//!
+//! A request is rendered with the GGUF's own chat template (`template.rs`), tokenized, and
+//! handed to the loop (`batcher.rs`), which owns the llama.cpp context on its own thread. It
+//! joins at the next step, its prompt prefilled in chunks beside the running sequences'
+//! decode tokens, and each sequence samples with its own sampler, stop strings and
+//! `max_tokens` (`sequence.rs`). Dropping the event stream (client gone) frees the sequence's
+//! KV cache at the next step.
+
+mod batcher;
+mod sequence;
+mod template;
+mod utf8;
+
+use std::path::PathBuf;
+use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::{Backend, EngineError, EventStream, GenerationRequest, Result};
+use batcher::{BatchSettings, Job};
+use template::ChatTemplate;
+
+/// What to load and how much to batch.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    /// A GGUF file (tokenizer and chat template are read from its metadata).
+    pub model_path: PathBuf,
+    /// The id clients use in `model`.
+    pub model_id: String,
+    /// Sequences decoded together in one step; more wait for a free one.
+    pub max_sequences: usize,
+    /// Each sequence's window in tokens (prompt + answer), its own KV cache; capped by the
+    /// model's trained context.
+    pub context_tokens: usize,
+    /// CPU threads for decoding (0: all cores).
+    pub threads: usize,
+}
+
+impl LlamaConfig {
+    /// The defaults for `model_path`: 8 sequences of 2,048 tokens each.
+    pub fn new(model_path: PathBuf, model_id: &str) -> Self {
+        Self {
+            model_path,
+            model_id: model_id.to_string(),
+            max_sequences: 8,
+            context_tokens: 2048,
+            threads: 0,
+        }
+    }
+}
+
+/// llama.cpp behind the [`Backend`] trait.
+pub struct LlamaCppBackend {
+    model_id: String,
+    model: Arc<LlamaModel>,
+    template: ChatTemplate,
+    /// Longest sequence (prompt + answer) one request may have.
+    max_sequence_tokens: usize,
+    jobs: std_mpsc::Sender<Job>,
+}
+
+/// llama.cpp's process-wide state, initialised once (a second `init` is an error).
+fn llama_backend() -> Result<&'static LlamaBackend> {
+    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            // llama.cpp's own log lines go to tracing, where the server's log filter applies.
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| EngineError::Load(format!("llama.cpp backend: {e}")))
+}
+
+impl LlamaCppBackend {
+    /// Loads the model and starts its decode loop.
+    pub async fn load(config: LlamaConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::load_blocking(config))
+            .await
+            .map_err(|e| EngineError::Load(format!("model loader: {e}")))?
+    }
+
+    /// One engine at `model_path` as a shared [`Backend`] named `model_id`.
+    pub async fn load_shared(model_path: PathBuf, model_id: &str) -> Result<Arc<dyn Backend>> {
+        Ok(Arc::new(
+            Self::load(LlamaConfig::new(model_path, model_id)).await?,
+        ))
+    }
+
+    fn load_blocking(config: LlamaConfig) -> Result<Self> {
+        let backend = llama_backend()?;
+        let path = &config.model_path;
+        if !path.is_file() {
+            return Err(EngineError::Load(format!(
+                "{} is not a GGUF file",
+                path.display()
+            )));
+        }
+        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers());
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let template = load_template(&model)
+            .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let model = Arc::new(model);
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let settings = BatchSettings {
+            max_sequences: config.max_sequences.max(1),
+            context_tokens: config
+                .context_tokens
+                .clamp(64, model.n_ctx_train().max(64) as usize),
+            threads,
+        };
+        let max_sequence_tokens = settings.context_tokens;
+        let jobs = batcher::start(model.clone(), backend, settings)?;
+        tracing::info!(
+            model = %path.display(),
+            sequences = settings.max_sequences,
+            context_tokens = settings.context_tokens,
+            threads,
+            cpu = %system_info(),
+            "llama.cpp engine ready"
+        );
+        Ok(Self {
+            model_id: config.model_id,
+            model,
+            template,
+            max_sequence_tokens,
+            jobs,
+        })
+    }
+}
+
+/// The instruction sets and backends ggml was built with (`AVX2 = 1 | ...`): a build that
+/// reached no CPU features (SSE2 only) shows here first.
+fn system_info() -> String {
+    // SAFETY: llama.cpp returns a pointer to a static, NUL-terminated string.
+    let info = unsafe { std::ffi::CStr::from_ptr(llama_cpp_sys_2::llama_print_system_info()) };
+    info.to_string_lossy().trim().to_string()
+}
+
+/// Every layer on the GPU when built with `cuda`; none otherwise.
+fn gpu_layers() -> u32 {
+    if cfg!(feature = "cuda") {
+        u32::MAX
+    } else {
+        0
+    }
+}
+
+fn load_template(model: &LlamaModel) -> Result<ChatTemplate> {
+    let source = model
+        .meta_val_str("tokenizer.chat_template")
+        .map_err(|e| EngineError::Load(format!("no chat template in the GGUF metadata: {e}")))?;
+    let vocab = model.vocab();
+    let text =
+        |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos()))
+}
+
+#[async_trait::async_trait]
+impl Backend for LlamaCppBackend {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    async fn generate(&self, request: GenerationRequest) -> Result<EventStream> {
+        let prompt = self.template.render(&request.messages)?;
+        let vocab = self.model.vocab();
+        // The template writes the special tokens it wants as text; a BOS is added only where
+        // the vocabulary asks for one and the template did not already write it.
+        let bos = vocab.token_to_piece(vocab.bos(), true, None);
+        let add_bos = vocab.should_add_bos() && !prompt.as_bytes().starts_with(&bos);
+        let tokens = vocab.tokenize(prompt.as_bytes(), add_bos, true);
+        if tokens.len() >= self.max_sequence_tokens {
+            return Err(EngineError::ContextLengthExceeded(format!(
+                "the prompt is {} tokens; this model serves at most {} per sequence",
+                tokens.len(),
+                self.max_sequence_tokens - 1
+            )));
+        }
+        let grammar = match &request.json_schema {
+            Some(schema) => Some(
+                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                    .map_err(|e| EngineError::InvalidRequest(format!("json schema: {e}")))?,
+            ),
+            None => None,
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let span = (tokens.len() + request.sampling.max_tokens).min(self.max_sequence_tokens);
+        self.jobs
+            .send(Job {
+                prompt: tokens,
+                span,
+                sampling: request.sampling,
+                grammar,
+                events,
+            })
+            .map_err(|_| EngineError::Unavailable("the decode loop has stopped".into()))?;
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,60 @@
+//! The mistral.rs engine's conformance subset: whatever the default engine is, mistral.rs
+//! keeps answering chat requests, streams, and schema-constrained output over the same API.
+//! (Its batching is covered by `tests/concurrency.rs`; adapters, which are served by merged
+//! mistral.rs models, by `tests/adapters.rs` and `tests/format_adapter.rs`.)
+
+use serde_json::{json, Value};
+use switchyard_server::{Config, EngineKind};
+use switchyard_tests::{chat_body, post_chat, stream_chat, test_config, TestServer};
+
+#[tokio::test]
+async fn mistralrs_chats_streams_and_constrains() {
+    let server = TestServer::start_ready(Config {
+        engine: EngineKind::MistralRs,
+        ..test_config()
+    });
+    let body = chat_body("What is the capital of France?", 12);
+    let (status, response) = post_chat(&server, &body).await;
+    assert_eq!(status, 200, "{response}");
+    let text = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    assert!(!text.trim().is_empty(), "{response}");
+    let usage = &response["usage"];
+    assert!(
+        usage["completion_tokens"].as_u64().unwrap() <= 12,
+        "{usage}"
+    );
+
+    let streamed = stream_chat(&server, &body).await;
+    assert!(streamed.ended_with_done());
+    assert_eq!(
+        streamed.text(),
+        text,
+        "streamed and whole answers are the same (greedy)"
+    );
+
+    let mut body = chat_body("Name one city in France and its country.", 80);
+    body["response_format"] = json!({
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+            "required": ["city", "country"], "additionalProperties": false
+        }}
+    });
+    let (status, response) = post_chat(&server, &body).await;
+    assert_eq!(status, 200, "{response}");
+    let content = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(
+        value["city"].is_string() && value["country"].is_string(),
+        "{value}"
+    );
+    assert_eq!(
+        response["choices"][0]["finish_reason"], "stop",
+        "{response}"
+    );
+}
