@@ -379,3 +379,37 @@ pub fn run_python_check(server: &TestServer, script: &str) {
     );
     assert!(stdout.contains("ALL CHECKS PASSED"), "{stdout}");
 }
+
+/// Asks for a city and its country under a `json_schema` response format (`closed` adds
+/// `additionalProperties: false`) and checks the answer: 200, JSON with both as strings, and
+/// `stop` (the grammar completed). Returns the whole response.
+pub async fn post_place_request(server: &TestServer, closed: bool) -> Value {
+    let mut schema = json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"]
+    });
+    if closed {
+        schema["additionalProperties"] = json!(false);
+    }
+    let mut body = chat_body("Name one city in France and its country.", 80);
+    body["response_format"] = json!({
+        "type": "json_schema",
+        "json_schema": {"name": "place", "schema": schema}
+    });
+    let (status, response) = post_chat(server, &body).await;
+    assert_eq!(status, 200, "{response}");
+    let content = response["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content");
+    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(
+        value["city"].is_string() && value["country"].is_string(),
+        "{value}"
+    );
+    assert_eq!(
+        response["choices"][0]["finish_reason"], "stop",
+        "{response}"
+    );
+    response
+}

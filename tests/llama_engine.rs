@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use switchyard_server::{Config, EngineKind};
-use switchyard_tests::{chat_body, chat_text, open_stream, post_chat, test_config, TestServer};
+use switchyard_tests::{
+    chat_body, chat_text, open_stream, post_chat, post_place_request, test_config, TestServer,
+};
 
 fn llama_config() -> Config {
     Config {
@@ -80,29 +82,7 @@ async fn a_prompt_over_the_window_is_context_length_exceeded() {
 #[tokio::test]
 async fn constrained_output_ends_when_the_value_closes() {
     let server = TestServer::start_ready(llama_config());
-    let mut body = chat_body("Name one city in France and its country.", 80);
-    body["response_format"] = json!({
-        "type": "json_schema",
-        "json_schema": {"name": "place", "schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-            "required": ["city", "country"]
-        }}
-    });
-    let (status, response) = post_chat(&server, &body).await;
-    assert_eq!(status, 200, "{response}");
-    let content = response["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap();
-    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
-    assert!(
-        value["city"].is_string() && value["country"].is_string(),
-        "{value}"
-    );
-    assert_eq!(
-        response["choices"][0]["finish_reason"], "stop",
-        "{response}"
-    );
+    let response = post_place_request(&server, false).await;
     let completion = response["usage"]["completion_tokens"].as_u64().unwrap();
     assert!(
         completion < 80,

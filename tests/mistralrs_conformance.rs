@@ -3,9 +3,10 @@
 //! (Its batching is covered by `tests/concurrency.rs`; adapters, which are served by merged
 //! mistral.rs models, by `tests/adapters.rs` and `tests/format_adapter.rs`.)
 
-use serde_json::{json, Value};
 use switchyard_server::{Config, EngineKind};
-use switchyard_tests::{chat_body, post_chat, stream_chat, test_config, TestServer};
+use switchyard_tests::{
+    chat_body, post_chat, post_place_request, stream_chat, test_config, TestServer,
+};
 
 #[tokio::test]
 async fn mistralrs_chats_streams_and_constrains() {
@@ -34,27 +35,5 @@ async fn mistralrs_chats_streams_and_constrains() {
         "streamed and whole answers are the same (greedy)"
     );
 
-    let mut body = chat_body("Name one city in France and its country.", 80);
-    body["response_format"] = json!({
-        "type": "json_schema",
-        "json_schema": {"name": "place", "schema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
-            "required": ["city", "country"], "additionalProperties": false
-        }}
-    });
-    let (status, response) = post_chat(&server, &body).await;
-    assert_eq!(status, 200, "{response}");
-    let content = response["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap();
-    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
-    assert!(
-        value["city"].is_string() && value["country"].is_string(),
-        "{value}"
-    );
-    assert_eq!(
-        response["choices"][0]["finish_reason"], "stop",
-        "{response}"
-    );
+    post_place_request(&server, true).await;
 }

@@ -233,7 +233,7 @@ impl Default for Config {
             request_timeout_secs: 300,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 20,
-            engine: EngineKind::MistralRs,
+            engine: EngineKind::LlamaCpp,
             engine_instances: 1,
             engine_sequences: 8,
             engine_context_tokens: 2048,
