@@ -156,13 +156,21 @@ fn gpu_layers() -> u32 {
     }
 }
 
+/// A special token's text; empty for a token the vocabulary does not have (llama.cpp's -1),
+/// which `token_to_piece` must never see.
+fn special_text(model: &LlamaModel, token: llama_cpp_2::token::LlamaToken) -> Vec<u8> {
+    if token.0 < 0 {
+        return Vec::new();
+    }
+    model.vocab().token_to_piece(token, true, None)
+}
+
 fn load_template(model: &LlamaModel) -> Result<ChatTemplate> {
     let source = model
         .meta_val_str("tokenizer.chat_template")
         .map_err(|e| EngineError::Load(format!("no chat template in the GGUF metadata: {e}")))?;
     let vocab = model.vocab();
-    let text =
-        |token| String::from_utf8_lossy(&vocab.token_to_piece(token, true, None)).into_owned();
+    let text = |token| String::from_utf8_lossy(&special_text(model, token)).into_owned();
     ChatTemplate::new(&source, &text(vocab.bos()), &text(vocab.eos()))
 }
 
@@ -177,8 +185,10 @@ impl Backend for LlamaCppBackend {
         let vocab = self.model.vocab();
         // The template writes the special tokens it wants as text; a BOS is added only where
         // the vocabulary asks for one and the template did not already write it.
-        let bos = vocab.token_to_piece(vocab.bos(), true, None);
-        let add_bos = vocab.should_add_bos() && !prompt.as_bytes().starts_with(&bos);
+        let add_bos = vocab.should_add_bos()
+            && !prompt
+                .as_bytes()
+                .starts_with(&special_text(&self.model, vocab.bos()));
         let tokens = vocab.tokenize(prompt.as_bytes(), add_bos, true);
         if tokens.len() >= self.max_sequence_tokens {
             return Err(EngineError::ContextLengthExceeded(format!(
