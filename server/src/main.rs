@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::resolve(&args)?;
             switchyard_server::logging::init(
                 config.log_format,
-                "info,mistralrs_core=warn,qdrant_edge=error",
+                "info,mistralrs_core=warn,qdrant_edge=error,llama-cpp-2=warn",
             );
             let server = Server::bind(config.clone())
                 .await
