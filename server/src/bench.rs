@@ -280,6 +280,14 @@ async fn long_request(
     Ok((median(times), prompt_tokens))
 }
 
+/// Calls `line` with each target's name and its measurement (`values` holds the targets'
+/// measurements in order, then the baseline's, which is left out).
+fn for_each_target<T: Copy>(args: &BenchArgs, values: &[T], mut line: impl FnMut(&str, T)) {
+    for (target, value) in args.targets.iter().zip(values) {
+        line(&target.name, *value);
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1800))
@@ -306,15 +314,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let (b_ttft, b_tps, _) = *latencies.last().expect("the baseline");
-    for (target, (ttft, tps, _)) in servers.iter().zip(&latencies).take(args.targets.len()) {
+    for_each_target(&args, &latencies, |name, (ttft, tps, _)| {
         println!(
-            "ratio {}/{}: decode tok/s x{:.2} (higher is better), TTFT x{:.2} (lower is better)",
-            target.name,
+            "ratio {name}/{}: decode tok/s x{:.2} (higher is better), TTFT x{:.2} (lower is better)",
             baseline.name,
             tps / b_tps,
             ttft / b_ttft
         );
-    }
+    });
     println!();
     println!(
         "{:<18} {:>6} {:>10} {:>12}   ({} tokens per request)",
@@ -331,14 +338,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rates.push(tok);
         }
         let base = *rates.last().expect("the baseline");
-        for (target, tok) in servers.iter().zip(&rates).take(args.targets.len()) {
+        for_each_target(&args, &rates, |name, tok| {
             println!(
-                "ratio at {concurrency}: {}/{} tok/s x{:.2}",
-                target.name,
+                "ratio at {concurrency}: {name}/{} tok/s x{:.2}",
                 baseline.name,
                 tok / base
             );
-        }
+        });
     }
     if args.long_prompt_words > 0 {
         println!();
@@ -356,14 +362,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             times.push(seconds);
         }
         let base = *times.last().expect("the baseline");
-        for (target, seconds) in servers.iter().zip(&times).take(args.targets.len()) {
+        for_each_target(&args, &times, |name, seconds| {
             println!(
-                "ratio {}/{}: long request time x{:.2} (lower is better)",
-                target.name,
+                "ratio {name}/{}: long request time x{:.2} (lower is better)",
                 baseline.name,
                 seconds / base
             );
-        }
+        });
     }
     Ok(())
 }

@@ -60,6 +60,8 @@ pub struct LlamaCppBackend {
     model_id: String,
     model: Arc<LlamaModel>,
     template: ChatTemplate,
+    /// The BOS token's text when the vocabulary asks for a BOS, else `None`.
+    bos_text: Option<Vec<u8>>,
     /// Longest sequence (prompt + answer) one request may have.
     max_sequence_tokens: usize,
     jobs: std_mpsc::Sender<Job>,
@@ -107,6 +109,10 @@ impl LlamaCppBackend {
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let template = load_template(&model)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        let vocab = model.vocab();
+        let bos_text = vocab
+            .should_add_bos()
+            .then(|| special_text(&model, vocab.bos()));
         let model = Arc::new(model);
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -133,6 +139,7 @@ impl LlamaCppBackend {
             model_id: config.model_id,
             model,
             template,
+            bos_text,
             max_sequence_tokens,
             jobs,
         })
@@ -185,10 +192,10 @@ impl Backend for LlamaCppBackend {
         let vocab = self.model.vocab();
         // The template writes the special tokens it wants as text; a BOS is added only where
         // the vocabulary asks for one and the template did not already write it.
-        let add_bos = vocab.should_add_bos()
-            && !prompt
-                .as_bytes()
-                .starts_with(&special_text(&self.model, vocab.bos()));
+        let add_bos = self
+            .bos_text
+            .as_ref()
+            .is_some_and(|bos| !prompt.as_bytes().starts_with(bos));
         let tokens = vocab.tokenize(prompt.as_bytes(), add_bos, true);
         if tokens.len() >= self.max_sequence_tokens {
             return Err(EngineError::ContextLengthExceeded(format!(
