@@ -1,22 +1,25 @@
 //! The adapter registry on the real model: synthetic PEFT adapters (`adapters::synthetic`:
-//! deterministic values, rank 8 on q_proj/v_proj of every layer) merged into the safetensors base
-//! converted from the shipped GGUF, hot-swapped, rolled back with compare-and-set, with
-//! leases, refusals that change nothing, serialised loads and LRU eviction.
+//! deterministic values, rank 8 on q_proj/v_proj of every layer) applied at runtime to the
+//! shipped GGUF by the llama.cpp engine, and merged into the safetensors base converted from
+//! it for mistral.rs; hot-swapped, rolled back with compare-and-set, with leases, refusals
+//! that change nothing, serialised loads and LRU eviction, on both engines.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use adapters::{
-    collect, AdapterRegistry, Backend, ChatMessage, GenerationRequest, RegistryConfig,
-    RegistryError, Role, SamplingParams,
+    collect, AdapterHost, AdapterRegistry, Backend, ChatMessage, GenerationRequest,
+    LlamaAdapterHost, LlamaConfig, LlamaCppBackend, MergedHost, RegistryConfig, RegistryError,
+    Role, SamplingParams,
 };
 use serde_json::json;
 use switchyard_tests::model_path;
 
-/// A scratch folder holding the converted base (`base`), synthetic adapters (see
-/// `adapters::synthetic`) under `adapters/`, `(name, seed, corrupt)` each, and room for merged
-/// generations (`generations`).
+/// A scratch folder holding synthetic adapters (see `adapters::synthetic`) under
+/// `adapters/`, `(name, seed, corrupt)` each, room for generations (`generations`), and
+/// `base`: for mistral.rs (`merged`) the safetensors base converted from the GGUF, for
+/// llama.cpp an empty folder beside the adapter root.
 struct Scratch {
     dir: tempfile::TempDir,
     base: PathBuf,
@@ -24,11 +27,18 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(adapters: &[(&str, u64, bool)]) -> Self {
+    fn new(adapters: &[(&str, u64, bool)], merged: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base");
-        adapters::convert::convert_gguf(&model_path(), &base).unwrap();
-        let shapes = adapters::lora::base_shapes(&base).unwrap();
+        let shapes = if merged {
+            adapters::convert::convert_gguf(&model_path(), &base).unwrap();
+            adapters::lora::base_shapes(&base).unwrap()
+        } else {
+            std::fs::create_dir_all(&base).unwrap();
+            adapters::convert::read_gguf_base(&model_path())
+                .unwrap()
+                .shapes
+        };
         let root = dir.path().join("adapters");
         for &(name, seed, corrupt) in adapters {
             adapters::synthetic::write_synthetic_adapter(&root.join(name), &shapes, seed, corrupt)
@@ -61,24 +71,46 @@ async fn answer(engine: &Arc<dyn Backend>) -> String {
         .text
 }
 
+fn adapter_scratch(merged: bool) -> Scratch {
+    Scratch::new(
+        &[
+            ("fmt-a", 1, false),
+            ("fmt-b", 2, false),
+            ("fmt-c", 3, false),
+            ("corrupt", 4, true),
+        ],
+        merged,
+    )
+}
+
+fn registry_config(work: &Scratch) -> RegistryConfig {
+    RegistryConfig {
+        adapter_root: work.root.clone(),
+        work_dir: work.generations(),
+        max_rank: 16,
+        max_resident: 2,
+    }
+}
+
 #[tokio::test]
-async fn adapters_swap_roll_back_refuse_and_evict() {
-    let work = Scratch::new(&[
-        ("fmt-a", 1, false),
-        ("fmt-b", 2, false),
-        ("fmt-c", 3, false),
-        ("corrupt", 4, true),
-    ]);
-    let registry = Arc::new(
-        AdapterRegistry::new(RegistryConfig {
-            adapter_root: work.root.clone(),
-            base_dir: work.base.clone(),
-            work_dir: work.generations(),
-            max_rank: 16,
-            max_resident: 2,
-        })
-        .unwrap(),
+async fn llama_cpp_adapters_swap_roll_back_refuse_and_evict() {
+    let work = adapter_scratch(false);
+    let engine = Arc::new(
+        LlamaCppBackend::load(LlamaConfig::new(model_path(), "base"))
+            .await
+            .unwrap(),
     );
+    let host = LlamaAdapterHost::new();
+    host.attach(engine.clone()).unwrap();
+    let registry = Arc::new(AdapterRegistry::new(registry_config(&work), Arc::new(host)).unwrap());
+    swap_roll_back_refuse_and_evict(registry, engine).await;
+}
+
+#[tokio::test]
+async fn mistralrs_adapters_swap_roll_back_refuse_and_evict() {
+    let work = adapter_scratch(true);
+    let host: Arc<dyn AdapterHost> = Arc::new(MergedHost::open(&work.base).unwrap());
+    let registry = Arc::new(AdapterRegistry::new(registry_config(&work), host).unwrap());
     let base_engine: Arc<dyn Backend> = Arc::new(
         adapters::MistralRsBackend::load(adapters::EngineConfig {
             model_path: work.base.clone(),
@@ -88,6 +120,13 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
         .await
         .unwrap(),
     );
+    swap_roll_back_refuse_and_evict(registry, base_engine).await;
+}
+
+async fn swap_roll_back_refuse_and_evict(
+    registry: Arc<AdapterRegistry>,
+    base_engine: Arc<dyn Backend>,
+) {
     let base_text = answer(&base_engine).await;
 
     let a = registry.load("fmt", Path::new("fmt-a")).await.unwrap();
@@ -95,6 +134,10 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
     assert_eq!(active, a.generation);
     let text_a = answer(&engine_a).await;
     assert_ne!(text_a, base_text, "the adapter changes the model");
+    // The base is unchanged beside it, alone and decoded at the same time as the adapter.
+    assert_eq!(answer(&base_engine).await, base_text);
+    let (base_again, a_again) = tokio::join!(answer(&base_engine), answer(&engine_a));
+    assert_eq!((base_again, a_again), (base_text.clone(), text_a.clone()));
 
     let b = registry.load("fmt", Path::new("fmt-b")).await.unwrap();
     assert_ne!(a.generation, b.generation);
@@ -139,15 +182,14 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
         assert_eq!(registry.engine("fmt").unwrap().1, a.generation);
     }
 
-    // Loads are serialised: a second one while the first runs is refused.
-    let first = {
-        let registry = registry.clone();
-        tokio::spawn(async move { registry.load("other", Path::new("fmt-c")).await })
-    };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    let second = registry.load("fmt", Path::new("fmt-b")).await;
+    // Loads are serialised: a second one while the first runs is refused. `join!` polls the
+    // first until it waits (on writing the generation off the runtime), then the second.
+    let (first, second) = tokio::join!(
+        registry.load("other", Path::new("fmt-c")),
+        registry.load("fmt", Path::new("fmt-b"))
+    );
     assert!(matches!(second, Err(RegistryError::Busy)), "{second:?}");
-    let c = first.await.unwrap().unwrap();
+    let c = first.unwrap();
 
     // Budget 2: fmt's inactive generation B was the least recently used, and is evicted.
     let listed = registry.list();
@@ -192,13 +234,16 @@ async fn adapters_swap_roll_back_refuse_and_evict() {
 async fn admin_api_and_swaps_under_load() {
     use switchyard_tests::{stream_chat, test_config, TestServer};
 
-    let work = Scratch::new(&[
-        ("fmt-a", 1, false),
-        ("fmt-b", 2, false),
-        ("corrupt", 4, true),
-    ]);
+    let work = Scratch::new(
+        &[
+            ("fmt-a", 1, false),
+            ("fmt-b", 2, false),
+            ("corrupt", 4, true),
+        ],
+        false,
+    );
     let mut config = test_config();
-    config.adapter_base_dir = Some(work.base.clone());
+    config.adapters_enabled = true;
     config.adapter_root = work.root.clone();
     config.adapter_work_dir = work.generations();
     config.max_in_flight = 32;

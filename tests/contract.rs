@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchyard_server::Config;
-use switchyard_tests::{corpus_text, get_text, model_path, rag_config, workspace_root, TestServer};
+use switchyard_tests::{corpus_text, get_text, rag_config, workspace_root, TestServer};
 
 const KEY: &str = "sk-contract-0123456789";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
     let scratch = tempfile::tempdir().unwrap();
-    let base = scratch.path().join("base");
-    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
     let keys = scratch.path().join("keys.toml");
     std::fs::write(
         &keys,
@@ -36,7 +34,7 @@ async fn schemathesis_finds_no_5xx_and_no_schema_violation() {
         max_body_bytes: 4096,
         max_messages: 8,
         rag_top_k: 1,
-        adapter_base_dir: Some(base),
+        adapters_enabled: true,
         adapter_root: scratch.path().join("adapters"),
         adapter_work_dir: scratch.path().join("generations"),
         ..rag_config(&scratch.path().join("index"))

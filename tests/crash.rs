@@ -181,9 +181,9 @@ async fn fmt_answer(client: &reqwest::Client, base: &str) -> (String, String) {
 #[test]
 fn kill_9_during_an_adapter_load_restarts_on_the_last_active_generation() {
     let scratch = tempfile::tempdir().unwrap();
-    let base = scratch.path().join("base");
-    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
-    let shapes = adapters::lora::base_shapes(&base).unwrap();
+    let shapes = adapters::convert::read_gguf_base(&model_path())
+        .unwrap()
+        .shapes;
     for (name, seed) in [("fmt-a", 1), ("fmt-b", 2)] {
         adapters::synthetic::write_synthetic_adapter(
             &scratch.path().join("adapters").join(name),
@@ -263,7 +263,7 @@ async fn adapter_crash_child() {
     let scratch = std::env::var_os("SWITCHYARD_TEST_SCRATCH").expect("scratch dir");
     let scratch = std::path::Path::new(&scratch);
     let mut config = test_config();
-    config.adapter_base_dir = Some(scratch.join("base"));
+    config.adapters_enabled = true;
     config.adapter_root = scratch.join("adapters");
     config.adapter_work_dir = scratch.join("generations");
     let server = TestServer::start_ready(config);

@@ -12,7 +12,7 @@ use switchyard_server::config::AnswerFormat;
 use switchyard_server::format_eval::{measure, rag_prompt};
 use switchyard_server::rag::matches_answer_schema;
 use switchyard_tests::{
-    corpus_text, model_path, post_chat_with_headers, rag_config, workspace_root, TestServer,
+    corpus_text, post_chat_with_headers, rag_config, workspace_root, TestServer,
 };
 
 /// The pages the questions below are about (their relevant documents in the dev set).
@@ -28,11 +28,9 @@ const QUESTIONS: [&str; 3] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn the_trained_format_adapter_answers_in_the_schema_with_verbatim_quotes() {
     let work = tempfile::tempdir().unwrap();
-    let base = work.path().join("base");
-    adapters::convert::convert_gguf(&model_path(), &base).unwrap();
     let index = work.path().join("index");
     let mut config = rag_config(&index);
-    config.adapter_base_dir = Some(base);
+    config.adapters_enabled = true;
     config.adapter_root = workspace_root().join("adapters/format");
     config.adapter_work_dir = work.path().join("generations");
     config.rag_answer_format = AnswerFormat::Json;

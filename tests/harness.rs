@@ -43,6 +43,8 @@ pub fn test_config() -> Config {
         default_route: switchyard_server::config::Route::Simple,
         // Keys are checked in tests/auth.rs; elsewhere the API is open.
         auth_disabled: true,
+        // Tests that load adapters turn them on with folders of their own.
+        adapters_enabled: false,
         ..Config::default()
     }
 }

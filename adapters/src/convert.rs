@@ -77,33 +77,110 @@ fn meta_strings(content: &Content, key: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+/// Whole-model tensors, GGUF name and HF name.
+const TOP_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer tensors, GGUF suffix after `blk.N.` and HF suffix after `model.layers.N.`.
+const LAYER_TENSORS: [(&str, &str); 9] = [
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+];
+
 /// The HF name of a GGUF tensor.
 fn hf_name(gguf: &str) -> Option<String> {
-    let top = match gguf {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = top {
-        return Some(name.to_string());
+    if let Some((_, hf)) = TOP_TENSORS.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
     }
-    let rest = gguf.strip_prefix("blk.")?;
-    let (layer, part) = rest.split_once('.')?;
+    let (layer, part) = gguf.strip_prefix("blk.")?.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let module = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
+    let (_, module) = LAYER_TENSORS.iter().find(|(g, _)| *g == part)?;
     Some(format!("model.layers.{layer}.{module}"))
+}
+
+/// The GGUF name of an HF tensor (the inverse of `hf_name`).
+pub fn gguf_name(hf: &str) -> Option<String> {
+    if let Some((gguf, _)) = TOP_TENSORS.iter().find(|(_, h)| *h == hf) {
+        return Some(gguf.to_string());
+    }
+    let (layer, part) = hf.strip_prefix("model.layers.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (tensor, _) = LAYER_TENSORS.iter().find(|(_, h)| *h == part)?;
+    Some(format!("blk.{layer}.{tensor}"))
+}
+
+/// The heads whose rotary permutation llama.cpp applies to an HF tensor's rows: `q_proj` by
+/// attention heads, `k_proj` by KV heads, nothing else.
+pub fn permuted_heads(hf: &str, heads: usize, kv_heads: usize) -> Option<usize> {
+    if hf.ends_with("self_attn.q_proj.weight") {
+        Some(heads)
+    } else if hf.ends_with("self_attn.k_proj.weight") {
+        Some(kv_heads)
+    } else {
+        None
+    }
+}
+
+/// llama.cpp's rotary permutation of a `[heads * head_dim, cols]` HF projection (its
+/// converter's `permute`), which `unpermute` undoes.
+pub fn permute(weight: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = weight.dims2().map_err(convert_error)?;
+    let half = rows / heads / 2;
+    weight
+        .reshape((heads, 2, half, cols))
+        .and_then(|t| t.transpose(1, 2))
+        .and_then(|t| t.contiguous())
+        .and_then(|t| t.reshape((rows, cols)))
+        .map_err(convert_error)
+}
+
+/// What LoRA adapters for a llama GGUF need to know of it, read from its header only.
+#[derive(Debug, Clone)]
+pub struct GgufBase {
+    /// `general.architecture`, which an adapter file must repeat.
+    pub architecture: String,
+    /// Weight shapes by HF name, `[out, in]`, as `lora::base_shapes` gives them for a
+    /// safetensors base.
+    pub shapes: HashMap<String, Vec<usize>>,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+/// Reads the header of the llama GGUF at `path` (no tensor data).
+pub fn read_gguf_base(path: &Path) -> Result<GgufBase> {
+    let mut file =
+        File::open(path).map_err(|e| convert_error(format!("{}: {e}", path.display())))?;
+    let content = Content::read(&mut file).map_err(convert_error)?;
+    let architecture = meta(&content, "general.architecture")?
+        .to_string()
+        .map_err(convert_error)?
+        .clone();
+    if architecture != "llama" {
+        return Err(convert_error(format!(
+            "architecture `{architecture}`: only llama is supported"
+        )));
+    }
+    let shapes = content
+        .tensor_infos
+        .iter()
+        .filter_map(|(name, info)| Some((hf_name(name)?, info.shape.dims().to_vec())))
+        .collect();
+    Ok(GgufBase {
+        architecture,
+        shapes,
+        heads: meta_usize(&content, "llama.attention.head_count")?,
+        kv_heads: meta_usize(&content, "llama.attention.head_count_kv")?,
+    })
 }
 
 /// Undoes llama.cpp's rotary permutation of a `[heads * head_dim, in]` projection.
@@ -290,25 +367,35 @@ mod tests {
         );
         assert!(hf_name("blk.x.attn_q.weight").is_none());
         assert!(hf_name("rope_freqs.weight").is_none());
+        for name in [
+            "output.weight",
+            "blk.7.attn_v.weight",
+            "blk.29.ffn_down.weight",
+        ] {
+            assert_eq!(gguf_name(&hf_name(name).unwrap()).unwrap(), name);
+        }
+        assert!(gguf_name("model.layers.1.self_attn.rotary_emb.inv_freq").is_none());
     }
 
-    /// llama.cpp's permutation, written the way its converter writes it, then undone.
+    /// llama.cpp's permutation, then undone.
     #[test]
     fn unpermute_inverts_llama_cpp_permute() {
         let (heads, head_dim, cols) = (3usize, 4usize, 2usize);
         let rows = heads * head_dim;
         let original: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
         let hf = Tensor::from_vec(original.clone(), (rows, cols), &Device::Cpu).unwrap();
-        // permute: reshape(n_head, 2, rows/n_head/2, cols).swapaxes(1, 2).reshape(rows, cols)
-        let permuted = hf
-            .reshape((heads, 2, head_dim / 2, cols))
-            .unwrap()
-            .transpose(1, 2)
-            .unwrap()
-            .contiguous()
-            .unwrap()
-            .reshape((rows, cols))
-            .unwrap();
+        let permuted = permute(&hf, heads).unwrap();
+        // One head of four rows: the two rotary halves (0, 1 | 2, 3) are interleaved.
+        let one = Tensor::from_vec(vec![0f32, 1., 2., 3.], (4, 1), &Device::Cpu).unwrap();
+        assert_eq!(
+            permute(&one, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![0., 2., 1., 3.]
+        );
         assert_ne!(
             permuted.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             original

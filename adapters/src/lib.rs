@@ -10,9 +10,11 @@ mod backend;
 pub mod convert;
 mod counter;
 mod error;
+mod host;
 mod json_end;
 mod llama;
 pub mod lora;
+pub mod lora_gguf;
 mod mistral;
 mod registry;
 mod seeded;
@@ -22,7 +24,8 @@ mod types;
 
 pub use backend::{collect, Backend, EventStream};
 pub use error::{EngineError, Result};
-pub use llama::{LlamaConfig, LlamaCppBackend};
+pub use host::{AdapterHost, BaseShapes, MergedHost};
+pub use llama::{LlamaAdapterHost, LlamaConfig, LlamaCppBackend};
 pub use mistral::{EngineConfig, MistralRsBackend};
 pub use registry::{AdapterInfo, AdapterRegistry, GenerationInfo, RegistryConfig, RegistryError};
 pub use types::{

@@ -1,16 +1,17 @@
 //! The adapter registry: named LoRA adapters, each loaded file set a *generation* (sha256 of
 //! its files), hot-swapped at runtime.
 //!
-//! Loading validates the adapter against the base, merges it into a new safetensors folder
-//! and builds an engine instance from it, all in the background; only then does the name
-//! switch to the new generation, atomically. A request takes an `Arc` of the generation's
-//! engine when it starts (its lease), so requests in flight finish on the instance they
-//! started with, and an instance is freed when the registry has evicted it and its last
-//! request ends. At most `max_resident` generations stay loaded: the least recently used
-//! inactive ones are evicted. Loads are serialised; a second concurrent load is refused.
+//! Loading validates the adapter against the base, has the [`AdapterHost`] write the
+//! generation's folder (a GGUF LoRA for llama.cpp, a merged model for mistral.rs) and serve
+//! it, all in the background; only then does the name switch to the new generation,
+//! atomically. A request takes an `Arc` of the generation's backend when it starts (its
+//! lease), so requests in flight finish on the generation they started with, and what a
+//! generation holds is freed when the registry has evicted it and its last request ends. At
+//! most `max_resident` generations stay loaded: the least recently used inactive ones are
+//! evicted. Loads are serialised; a second concurrent load is refused.
 //!
 //! Each change of what is active is saved (`active_set`) before it is acknowledged, and a
-//! merged generation's folder only appears, by rename, once complete: after a crash,
+//! generation's folder only appears, by rename, once complete: after a crash,
 //! [`AdapterRegistry::recover`] brings back the last acknowledged active set.
 
 use std::collections::HashMap;
@@ -23,20 +24,18 @@ use serde::Serialize;
 use crate::active_set::{ActiveEntry, ActiveSet};
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
-use crate::lora::{base_shapes, load_adapter, merge_into, resolve_in_root};
-use crate::mistral::{EngineConfig, MistralRsBackend};
+use crate::host::AdapterHost;
+use crate::lora::{load_adapter, resolve_in_root};
 
 /// Where adapters come from and what bounds them.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
     /// Adapter paths must resolve inside this folder.
     pub adapter_root: PathBuf,
-    /// The safetensors base adapters merge into (`switchyard convert`'s output).
-    pub base_dir: PathBuf,
-    /// Where merged generations are written.
+    /// Where generations' folders are written (and the saved active set).
     pub work_dir: PathBuf,
     pub max_rank: usize,
-    /// Generations kept loaded (each is a full model instance).
+    /// Generations kept loaded.
     pub max_resident: usize,
 }
 
@@ -77,7 +76,7 @@ pub struct GenerationInfo {
     pub rank: usize,
     /// Seconds since the Unix epoch.
     pub loaded_at: u64,
-    /// True while an engine instance of it is loaded.
+    /// True while it is loaded and can serve.
     pub resident: bool,
     pub resident_bytes: u64,
 }
@@ -93,7 +92,7 @@ pub struct AdapterInfo {
 struct Generation {
     info: GenerationInfo,
     dir: PathBuf,
-    engine: Option<Arc<MistralRsBackend>>,
+    engine: Option<Arc<dyn Backend>>,
     last_used: Instant,
 }
 
@@ -106,7 +105,7 @@ struct State {
 /// Named adapters and their generations.
 pub struct AdapterRegistry {
     config: RegistryConfig,
-    shapes: HashMap<String, Vec<usize>>,
+    host: Arc<dyn AdapterHost>,
     state: Mutex<State>,
     loading: tokio::sync::Mutex<()>,
 }
@@ -130,9 +129,8 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 impl AdapterRegistry {
-    /// Opens a registry over a safetensors base.
-    pub fn new(config: RegistryConfig) -> Result<Self> {
-        let shapes = base_shapes(&config.base_dir)?;
+    /// Opens a registry whose generations `host` serves.
+    pub fn new(config: RegistryConfig, host: Arc<dyn AdapterHost>) -> Result<Self> {
         // Both folders are the server's own: made when missing, so that a load is never refused
         // for a folder nobody created.
         for dir in [&config.work_dir, &config.adapter_root] {
@@ -141,14 +139,14 @@ impl AdapterRegistry {
         }
         Ok(Self {
             config,
-            shapes,
+            host,
             state: Mutex::new(State::default()),
             loading: tokio::sync::Mutex::new(()),
         })
     }
 
     /// Loads the adapter at `path` (inside the adapter root) as `name`'s new active
-    /// generation. Nothing changes unless it validates, merges and loads.
+    /// generation. Nothing changes unless it validates and loads.
     pub async fn load(
         &self,
         name: &str,
@@ -166,32 +164,30 @@ impl AdapterRegistry {
         }
         let _loading = self.loading.try_lock().map_err(|_| RegistryError::Busy)?;
         let dir = resolve_in_root(&self.config.adapter_root, path)?;
-        let adapter = load_adapter(&dir, &self.shapes, self.config.max_rank)?;
+        let shapes = self.host.shapes().await?;
+        let adapter = load_adapter(&dir, &shapes, self.config.max_rank)?;
         let generation = adapter.generation.clone();
         let rank = adapter.config.r;
         if let Some(info) = self.activate_existing(name, &generation) {
             return Ok(info);
         }
         let out = self.config.work_dir.join(&generation);
-        let base = self.config.base_dir.clone();
-        let merge_out = out.clone();
-        // Merged beside, then renamed into place: a folder named after a generation is whole.
+        let final_dir = out.clone();
+        // Written beside, then renamed into place: a folder named after a generation is whole.
         let partial = self.config.work_dir.join(format!(".partial-{generation}"));
+        let host = self.host.clone();
         tokio::task::spawn_blocking(move || -> std::result::Result<(), RegistryError> {
             let _ = std::fs::remove_dir_all(&partial);
-            merge_into(&base, &adapter, &partial)?;
-            let _ = std::fs::remove_dir_all(&merge_out);
-            std::fs::rename(&partial, &merge_out)
-                .map_err(|e| RegistryError::Engine(format!("{}: {e}", merge_out.display())))
+            std::fs::create_dir_all(&partial)
+                .map_err(|e| RegistryError::Engine(format!("{}: {e}", partial.display())))?;
+            host.prepare(&adapter, &partial)?;
+            let _ = std::fs::remove_dir_all(&final_dir);
+            std::fs::rename(&partial, &final_dir)
+                .map_err(|e| RegistryError::Engine(format!("{}: {e}", final_dir.display())))
         })
         .await
         .map_err(|e| RegistryError::Engine(e.to_string()))??;
-        let engine = MistralRsBackend::load(EngineConfig {
-            model_path: out.clone(),
-            model_id: name.to_string(),
-            instances: 1,
-        })
-        .await?;
+        let engine = self.host.serve(&out, name).await?;
         let info = GenerationInfo {
             generation: generation.clone(),
             rank,
@@ -211,7 +207,7 @@ impl AdapterRegistry {
             Generation {
                 info: info.clone(),
                 dir: out,
-                engine: Some(Arc::new(engine)),
+                engine: Some(engine),
                 last_used: Instant::now(),
             },
         );
@@ -273,8 +269,7 @@ impl AdapterRegistry {
             .map_err(|e| RegistryError::Engine(format!("could not save the active adapters: {e}")))
     }
 
-    /// Brings back the saved active set: each name's generation is loaded from its merged
-    /// folder. Returns each name with its outcome; a name that fails is left out (and out of
+    /// Brings back the saved active set: each name's generation is served from its folder. Returns each name with its outcome; a name that fails is left out (and out of
     /// the next save).
     pub async fn recover(
         &self,
@@ -286,12 +281,7 @@ impl AdapterRegistry {
         let mut outcomes = Vec::new();
         for (name, entry) in set.adapters {
             let dir = self.config.work_dir.join(&entry.generation);
-            let engine = MistralRsBackend::load(EngineConfig {
-                model_path: dir.clone(),
-                model_id: name.clone(),
-                instances: 1,
-            })
-            .await;
+            let engine = self.host.serve(&dir, &name).await;
             let outcome = engine.map_err(RegistryError::from).map(|engine| {
                 let info = GenerationInfo {
                     generation: entry.generation.clone(),
@@ -306,7 +296,7 @@ impl AdapterRegistry {
                     Generation {
                         info: info.clone(),
                         dir,
-                        engine: Some(Arc::new(engine)),
+                        engine: Some(engine),
                         last_used: Instant::now(),
                     },
                 );
@@ -386,7 +376,7 @@ impl AdapterRegistry {
         let active = entry.0.clone();
         let generation = entry.1.get_mut(&active)?;
         generation.last_used = Instant::now();
-        let engine: Arc<dyn Backend> = generation.engine.clone()?;
+        let engine = generation.engine.clone()?;
         Some((engine, active))
     }
 

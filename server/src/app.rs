@@ -12,7 +12,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use adapters::{Backend, EngineConfig, LlamaConfig, LlamaCppBackend, MistralRsBackend};
+use adapters::{
+    AdapterHost, Backend, EngineConfig, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, MergedHost,
+    MistralRsBackend,
+};
 
 use crate::auth;
 use crate::config::{Config, EngineKind};
@@ -64,17 +67,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Loads the configured model with the configured engine.
-pub async fn load_engine(config: &Config) -> adapters::Result<Arc<dyn Backend>> {
+/// Loads the configured model with the configured engine; a llama.cpp engine is attached
+/// to `llama_adapters` (the host its LoRA adapters apply through) when given.
+pub async fn load_engine(
+    config: &Config,
+    llama_adapters: Option<&LlamaAdapterHost>,
+) -> adapters::Result<Arc<dyn Backend>> {
     Ok(match config.engine {
-        EngineKind::LlamaCpp => Arc::new(
-            LlamaCppBackend::load(LlamaConfig {
-                max_sequences: config.engine_sequences,
-                context_tokens: config.engine_context_tokens,
-                ..LlamaConfig::new(config.model_path.clone(), &config.model_id)
-            })
-            .await?,
-        ),
+        EngineKind::LlamaCpp => {
+            let engine = Arc::new(
+                LlamaCppBackend::load(LlamaConfig {
+                    max_sequences: config.engine_sequences,
+                    context_tokens: config.engine_context_tokens,
+                    ..LlamaConfig::new(config.model_path.clone(), &config.model_id)
+                })
+                .await?,
+            );
+            if let Some(host) = llama_adapters {
+                host.attach(engine.clone())?;
+            }
+            engine
+        }
         EngineKind::MistralRs => Arc::new(
             MistralRsBackend::load(EngineConfig {
                 model_path: config.model_path.clone(),
@@ -111,21 +124,43 @@ fn api_keys(config: &Config) -> std::io::Result<Option<crate::auth::KeyStore>> {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// The llama.cpp engine's adapter host, attached once the model loads.
+    llama_adapters: Option<Arc<LlamaAdapterHost>>,
+}
+
+/// The host of a mistral.rs engine's adapters: merged into copies of `adapter_base_dir`.
+fn merged_host(config: &Config) -> std::io::Result<Option<Arc<dyn AdapterHost>>> {
+    match &config.adapter_base_dir {
+        Some(base_dir) if config.adapters_available() => {
+            let host = MergedHost::open(base_dir)
+                .map_err(|e| std::io::Error::other(format!("adapter base: {e}")))?;
+            Ok(Some(Arc::new(host)))
+        }
+        _ => Ok(None),
+    }
 }
 
 impl Server {
     /// Binds the configured address (port 0 picks a free one).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        let registry = match &config.adapter_base_dir {
-            Some(base_dir) => Some(Arc::new(
-                adapters::AdapterRegistry::new(adapters::RegistryConfig {
-                    adapter_root: config.adapter_root.clone(),
-                    base_dir: base_dir.clone(),
-                    work_dir: config.adapter_work_dir.clone(),
-                    max_rank: config.adapter_max_rank,
-                    max_resident: config.adapter_max_resident,
-                })
+        let llama_adapters = (config.engine == EngineKind::LlamaCpp && config.adapters_available())
+            .then(|| Arc::new(LlamaAdapterHost::new()));
+        let host = match &llama_adapters {
+            Some(host) => Some(host.clone() as Arc<dyn AdapterHost>),
+            None => merged_host(&config)?,
+        };
+        let registry = match host {
+            Some(host) => Some(Arc::new(
+                adapters::AdapterRegistry::new(
+                    adapters::RegistryConfig {
+                        adapter_root: config.adapter_root.clone(),
+                        work_dir: config.adapter_work_dir.clone(),
+                        max_rank: config.adapter_max_rank,
+                        max_resident: config.adapter_max_resident,
+                    },
+                    host,
+                )
                 .map_err(|e| std::io::Error::other(format!("adapter registry: {e}")))?,
             )),
             None => None,
@@ -134,6 +169,7 @@ impl Server {
         Ok(Self {
             listener,
             state: AppState::with_adapters(config, registry).with_keys(keys),
+            llama_adapters,
         })
     }
 
@@ -154,13 +190,17 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        let llama_adapters = self.llama_adapters.clone();
         tokio::spawn(async move {
-            match load_engine(state.config()).await {
+            match load_engine(state.config(), llama_adapters.as_deref()).await {
                 Ok(backend) => {
                     tracing::info!(model = backend.model_id(), "model loaded; ready");
                     state.set_ready(backend);
                 }
                 Err(err) => {
+                    if let Some(host) = &llama_adapters {
+                        host.fail(err.to_string());
+                    }
                     tracing::error!(error = %err, path = %state.config().model_path.display(), "model failed to load; /ready stays 503");
                     state.set_failed(err.to_string());
                 }

@@ -1,8 +1,9 @@
 //! `switchyard bench-adapters`: adapter load time, swap latency (activation call → first
-//! token of a request served by the new generation, p50/p99) and decode speed with an adapter
-//! against the base model measured in the same run.
+//! token of a request served by the new generation, p50/p99), decode speed with an adapter
+//! against the base measured in the same run, and (llama.cpp) the process's resident memory
+//! with 1, 10 and 50 adapters loaded.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,16 +11,28 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use adapters::{
-    AdapterRegistry, Backend, ChatMessage, GenerationEvent, GenerationRequest, MistralRsBackend,
-    RegistryConfig, Role, SamplingParams,
+    AdapterHost, AdapterRegistry, Backend, BaseShapes, ChatMessage, GenerationEvent,
+    GenerationRequest, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, MergedHost,
+    MistralRsBackend, RegistryConfig, Role, SamplingParams,
 };
+
+use switchyard_server::EngineKind;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchAdaptersArgs {
-    /// The safetensors base (`switchyard convert`'s output).
+    /// The engine whose adapters are measured.
+    #[arg(long, value_enum, default_value = "llama.cpp")]
+    pub engine: EngineKind,
+    /// llama.cpp: the GGUF adapters apply to.
+    #[arg(
+        long,
+        default_value = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )]
+    pub model: PathBuf,
+    /// mistral.rs: the safetensors base (`switchyard convert`'s output).
     #[arg(long)]
-    pub base_dir: PathBuf,
-    /// Two PEFT adapter folders to swap between. Without them, two synthetic rank-8 adapters
+    pub base_dir: Option<PathBuf>,
+    /// Two PEFT adapter folders to swap between. Without them, synthetic rank-8 adapters
     /// on every layer's q/v projections are written to a temporary folder.
     #[arg(long, num_args = 2)]
     pub adapters: Vec<PathBuf>,
@@ -90,27 +103,76 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Two deterministic synthetic adapters shaped for the base, in `dir`.
-fn synthetic_adapters(
-    base: &std::path::Path,
-    dir: &std::path::Path,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let shapes = adapters::lora::base_shapes(base)?;
+/// `count` deterministic synthetic adapters shaped for the base, in `dir`.
+fn synthetic_adapters(shapes: &BaseShapes, dir: &Path, count: u64) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for seed in 1..=2u64 {
+    for seed in 1..=count {
         let folder = dir.join(format!("synthetic-{seed}"));
-        adapters::synthetic::write_synthetic_adapter(&folder, &shapes, seed, false)?;
+        adapters::synthetic::write_synthetic_adapter(&folder, shapes, seed, false)?;
         out.push(folder);
     }
     Ok(out)
+}
+
+/// The process's resident memory (`VmRSS`), in bytes.
+fn resident_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
+fn file_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The base engine and the host its adapters are served by.
+async fn open_engine(
+    args: &BenchAdaptersArgs,
+) -> anyhow::Result<(Arc<dyn Backend>, Arc<dyn AdapterHost>)> {
+    Ok(match args.engine {
+        EngineKind::LlamaCpp => {
+            let engine = Arc::new(
+                LlamaCppBackend::load(LlamaConfig::new(args.model.clone(), "base")).await?,
+            );
+            let host = LlamaAdapterHost::new();
+            host.attach(engine.clone())?;
+            (engine, Arc::new(host))
+        }
+        EngineKind::MistralRs => {
+            let base_dir = args
+                .base_dir
+                .as_ref()
+                .context("--engine mistralrs needs --base-dir (switchyard convert's output)")?;
+            let base = MistralRsBackend::load_shared(base_dir.clone(), "base").await?;
+            (base, Arc::new(MergedHost::open(base_dir)?))
+        }
+    })
 }
 
 pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
     let scratch =
         std::env::temp_dir().join(format!("switchyard-bench-adapters-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
+    let (base, host) = open_engine(&args).await?;
+    let shapes = host.shapes().await?;
+    // The memory table loads 50 adapters on llama.cpp; mistral.rs swaps two (each a model).
+    let count = match args.engine {
+        EngineKind::LlamaCpp => 50,
+        EngineKind::MistralRs => 2,
+    };
     let adapter_dirs = if args.adapters.is_empty() {
-        synthetic_adapters(&args.base_dir, &scratch)?
+        synthetic_adapters(&shapes, &scratch.join("adapters"), count)?
     } else {
         args.adapters.clone()
     };
@@ -118,18 +180,22 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
         .parent()
         .context("adapter folders need a parent")?
         .to_path_buf();
-    let registry = AdapterRegistry::new(RegistryConfig {
-        adapter_root: root,
-        base_dir: args.base_dir.clone(),
-        work_dir: scratch.join("generations"),
-        max_rank: 64,
-        max_resident: 2,
-    })?;
-    let base = MistralRsBackend::load_shared(args.base_dir.clone(), "base").await?;
+    let registry = AdapterRegistry::new(
+        RegistryConfig {
+            adapter_root: root,
+            work_dir: scratch.join("generations"),
+            max_rank: 64,
+            max_resident: count as usize + 1,
+        },
+        host,
+    )?;
+    // Warm the base (first-request allocations) before measuring memory.
+    first_token(&base).await?;
+    let resident_before = resident_bytes()?;
 
     let mut load_times = Vec::new();
     let mut generations = Vec::new();
-    for dir in &adapter_dirs {
+    for dir in &adapter_dirs[..2] {
         let started = Instant::now();
         let info = registry
             .load(
@@ -167,7 +233,7 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "adapter load (validate + merge + build instance): {:.0} ms and {:.0} ms",
+        "adapter load (validate + write + load into the engine): {:.0} ms and {:.0} ms",
         ms(load_times[0]),
         ms(load_times[1])
     );
@@ -189,6 +255,32 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
         adapter_rate,
         adapter_rate / base_rate
     );
+    if args.engine == EngineKind::LlamaCpp && adapter_dirs.len() > 2 {
+        // Each extra adapter under its own name, served once so its memory is in use.
+        let per_file = file_bytes(&scratch.join("generations").join(&generations[0]));
+        let mut loaded = 1;
+        for target in [1usize, 10, 50] {
+            while loaded < target {
+                let dir = &adapter_dirs[loaded];
+                let name = format!("extra-{loaded}");
+                registry
+                    .load(&name, dir.file_name().context("adapter folder")?.as_ref())
+                    .await?;
+                let (engine, _) = registry.engine(&name).context("loaded adapter")?;
+                first_token(&engine).await?;
+                loaded += 1;
+            }
+            let extra = resident_bytes()?.saturating_sub(resident_before);
+            let budget = target as u64 * (per_file + 1024 * 1024);
+            println!(
+                "resident memory with {target} adapters loaded: +{:.1} MB over the base (budget {target} x (file {:.2} MB + 1 MB) = {:.1} MB: x{:.2})",
+                extra as f64 / 1e6,
+                per_file as f64 / 1e6,
+                budget as f64 / 1e6,
+                extra as f64 / budget as f64
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

@@ -10,13 +10,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
-use adapters::{AdapterRegistry, MistralRsBackend, RegistryConfig};
+use adapters::{AdapterRegistry, MergedHost, MistralRsBackend, RegistryConfig};
 use switchyard_server::format_eval::{measure, rag_prompt};
 use switchyard_server::index::{open_retrieval, Retrieval};
 use switchyard_server::rag::normalize_ws;
@@ -162,13 +163,15 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .adapter
         .canonicalize()
         .with_context(|| format!("adapter {}", args.adapter.display()))?;
-    let registry = AdapterRegistry::new(RegistryConfig {
-        adapter_root: adapter.parent().context("adapter folder parent")?.into(),
-        base_dir: args.base_dir.clone(),
-        work_dir: scratch.join("generations"),
-        max_rank: config.adapter_max_rank,
-        max_resident: 1,
-    })?;
+    let registry = AdapterRegistry::new(
+        RegistryConfig {
+            adapter_root: adapter.parent().context("adapter folder parent")?.into(),
+            work_dir: scratch.join("generations"),
+            max_rank: config.adapter_max_rank,
+            max_resident: 1,
+        },
+        Arc::new(MergedHost::open(&args.base_dir)?),
+    )?;
     let name = adapter.file_name().context("adapter folder name")?;
     let info = registry.load("format", name.as_ref()).await?;
     let (tuned, _) = registry.engine("format").context("loaded adapter")?;

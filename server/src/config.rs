@@ -191,15 +191,19 @@ pub struct Config {
     pub router_fallback_route: Route,
     /// Who picks the tool when `tool_choice` does not name one.
     pub tool_selection: ToolSelection,
-    /// The safetensors base LoRA adapters merge into (`switchyard convert`'s output); unset,
-    /// the adapter API is off.
+    /// The LoRA adapter API. On llama.cpp, adapters apply at runtime to the served GGUF; on
+    /// mistral.rs, they also need `adapter_base_dir`.
+    pub adapters_enabled: bool,
+    /// mistral.rs only: the safetensors base LoRA adapters merge into (`switchyard
+    /// convert`'s output); unset, that engine's adapter API is off.
     pub adapter_base_dir: Option<PathBuf>,
     /// Adapter paths given to the API must resolve inside this folder.
     pub adapter_root: PathBuf,
-    /// Where merged adapter generations are written.
+    /// Where adapter generations are written (GGUF LoRA files, or merged models on
+    /// mistral.rs) with the saved active set.
     pub adapter_work_dir: PathBuf,
     pub adapter_max_rank: usize,
-    /// Adapter generations kept loaded (each is a full model instance).
+    /// Adapter generations kept loaded (on mistral.rs each is a full model instance).
     pub adapter_max_resident: usize,
     /// Default adapter per route for requests whose `model` is the base, e.g.
     /// `{rag = "fmt"}`; used while that adapter is loaded, else the base answers.
@@ -259,6 +263,7 @@ impl Default for Config {
             router_dir: PathBuf::from("models/router"),
             router_fallback_route: Route::Rag,
             tool_selection: ToolSelection::Embedding,
+            adapters_enabled: true,
             adapter_base_dir: None,
             adapter_root: PathBuf::from("adapters-store"),
             adapter_work_dir: PathBuf::from("data/adapter-generations"),
@@ -355,6 +360,8 @@ pub struct ConfigArgs {
     pub router_fallback_route: Option<Route>,
     #[arg(long, env = "SWITCHYARD_TOOL_SELECTION", value_enum)]
     pub tool_selection: Option<ToolSelection>,
+    #[arg(long, env = "SWITCHYARD_ADAPTERS_ENABLED")]
+    pub adapters_enabled: Option<bool>,
     #[arg(long, env = "SWITCHYARD_ADAPTER_BASE_DIR")]
     pub adapter_base_dir: Option<PathBuf>,
     #[arg(long, env = "SWITCHYARD_ADAPTER_ROOT")]
@@ -411,6 +418,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether this configuration serves the adapter API.
+    pub fn adapters_available(&self) -> bool {
+        self.adapters_enabled
+            && (self.engine == EngineKind::LlamaCpp || self.adapter_base_dir.is_some())
+    }
+
     /// Parses a TOML file; unknown keys are errors so typos do not pass silently.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -477,6 +490,7 @@ impl Config {
         set(&mut self.router_dir, &args.router_dir);
         set(&mut self.router_fallback_route, &args.router_fallback_route);
         set(&mut self.tool_selection, &args.tool_selection);
+        set(&mut self.adapters_enabled, &args.adapters_enabled);
         if args.adapter_base_dir.is_some() {
             self.adapter_base_dir = args.adapter_base_dir.clone();
         }
@@ -556,9 +570,9 @@ impl Config {
                 "route_adapters names `{route}`, which is not a route (simple, rag, tool)"
             )));
         }
-        if !self.startup_adapters.is_empty() && self.adapter_base_dir.is_none() {
+        if !self.startup_adapters.is_empty() && !self.adapters_available() {
             return Err(ConfigError::Invalid(
-                "startup_adapters needs adapter_base_dir (the safetensors base)".into(),
+                "startup_adapters needs the adapter API: adapters_enabled, and on mistralrs adapter_base_dir (the safetensors base)".into(),
             ));
         }
         if self.routes.is_empty() {

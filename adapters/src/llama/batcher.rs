@@ -10,9 +10,18 @@
 //! sequence. While sequences are decoding, a prompt is prefilled at most `PREFILL_CHUNK`
 //! tokens per step, so a long prompt delays the running streams by one chunk's compute per
 //! step rather than by its whole prefill.
+//!
+//! LoRA adapters are loaded into the model here, on the thread that owns the context, and
+//! applied per step: llama.cpp applies one adapter set to a whole batch, so the sequences are
+//! grouped by their adapter (none is a group too) and the groups take turns, one step each,
+//! so no group starves another. An adapter is freed once the last handle on it (the
+//! registry's and each sequence's) is gone.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::ptr::NonNull;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -20,10 +29,11 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 use super::sequence::{Output, Step};
 use crate::{EngineError, GenerationEvent, Result, SamplingParams};
@@ -41,7 +51,41 @@ pub struct Job {
     pub sampling: SamplingParams,
     /// GBNF grammar the output must follow (from a JSON schema).
     pub grammar: Option<String>,
+    /// The LoRA adapter this sequence decodes with; none for the base.
+    pub adapter: Option<Arc<LoraHandle>>,
     pub events: UnboundedSender<Result<GenerationEvent>>,
+}
+
+/// What the loop is asked to do.
+pub enum Command {
+    Generate(Job),
+    /// Load the GGUF LoRA at `path` into the model; the reply is its id.
+    LoadAdapter {
+        path: PathBuf,
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    /// The last handle on an adapter is gone: free it.
+    FreeAdapter(u64),
+}
+
+/// A loaded LoRA adapter. Dropping the last clone frees it in the loop, after every
+/// sequence decoding with it has ended (each holds a clone).
+pub struct LoraHandle {
+    id: u64,
+    commands: std_mpsc::Sender<Command>,
+}
+
+impl LoraHandle {
+    pub fn new(id: u64, commands: std_mpsc::Sender<Command>) -> Self {
+        Self { id, commands }
+    }
+}
+
+impl Drop for LoraHandle {
+    fn drop(&mut self) {
+        // A stopped loop has nothing left to free.
+        let _ = self.commands.send(Command::FreeAdapter(self.id));
+    }
 }
 
 /// How the loop's context is sized.
@@ -69,6 +113,14 @@ struct Sequence {
     logits_at: Option<i32>,
     sampler: LlamaSampler,
     output: Output,
+    adapter: Option<Arc<LoraHandle>>,
+}
+
+impl Sequence {
+    /// The adapter group it decodes in.
+    fn group(&self) -> Option<u64> {
+        self.adapter.as_ref().map(|a| a.id)
+    }
 }
 
 /// Starts the loop's thread; returns once its context exists (or failed to).
@@ -76,7 +128,7 @@ pub fn start(
     model: Arc<LlamaModel>,
     backend: &'static LlamaBackend,
     settings: BatchSettings,
-) -> Result<std_mpsc::Sender<Job>> {
+) -> Result<std_mpsc::Sender<Command>> {
     let (jobs_tx, jobs_rx) = std_mpsc::channel();
     let (ready_tx, ready_rx) = std_mpsc::channel();
     std::thread::Builder::new()
@@ -123,6 +175,17 @@ struct Batcher<'m> {
     waiting: VecDeque<Job>,
     running: Vec<Sequence>,
     free_ids: Vec<i32>,
+    /// A second handle on the model for `lora_adapter_init`, the one call the bindings take
+    /// `&mut` for (it adds the adapter to the model's set). Never dropped: dropping it would
+    /// free the model. Only this thread loads and frees adapters, and only this thread's
+    /// context reads the model's adapter set, so the mutation races nothing.
+    model_for_adapters: ManuallyDrop<LlamaModel>,
+    adapters: HashMap<u64, LlamaLoraAdapter>,
+    next_adapter: u64,
+    /// The adapter the context applies now.
+    applied: Option<u64>,
+    /// Which group decodes next (round robin).
+    turn: usize,
 }
 
 impl<'m> Batcher<'m> {
@@ -134,20 +197,28 @@ impl<'m> Batcher<'m> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             free_ids: (0..settings.max_sequences as i32).rev().collect(),
+            // SAFETY: `LlamaModel` is `#[repr(transparent)]` over its `llama_model` pointer;
+            // the copy shares that pointer and, in `ManuallyDrop`, never frees it. The model
+            // outlives the loop (the loop borrows it).
+            model_for_adapters: ManuallyDrop::new(unsafe { std::ptr::read(model) }),
+            adapters: HashMap::new(),
+            next_adapter: 0,
+            applied: None,
+            turn: 0,
         }
     }
 
     /// Steps until every sender is gone and no sequence is left.
-    fn run(mut self, jobs: std_mpsc::Receiver<Job>) {
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
         loop {
             if self.running.is_empty() && self.waiting.is_empty() {
-                match jobs.recv() {
-                    Ok(job) => self.waiting.push_back(job),
+                match commands.recv() {
+                    Ok(command) => self.handle(command),
                     Err(_) => return,
                 }
             }
-            while let Ok(job) = jobs.try_recv() {
-                self.waiting.push_back(job);
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command);
             }
             self.drop_abandoned();
             self.admit();
@@ -155,6 +226,85 @@ impl<'m> Batcher<'m> {
                 self.step();
             }
         }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Generate(job) => self.waiting.push_back(job),
+            Command::LoadAdapter { path, reply } => {
+                let loaded = self
+                    .model_for_adapters
+                    .lora_adapter_init(&path)
+                    .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())));
+                let outcome = loaded.map(|adapter| {
+                    let id = self.next_adapter;
+                    self.next_adapter += 1;
+                    self.adapters.insert(id, adapter);
+                    id
+                });
+                // The caller gave up waiting: nobody will ever hold it.
+                if let Err(Ok(id)) = reply.send(outcome) {
+                    self.free_adapter(id);
+                }
+            }
+            Command::FreeAdapter(id) => self.free_adapter(id),
+        }
+    }
+
+    fn free_adapter(&mut self, id: u64) {
+        if self.applied == Some(id) {
+            if let Some(adapter) = self.adapters.get_mut(&id) {
+                let _ = self.context.lora_adapter_remove(adapter);
+            }
+            self.applied = None;
+        }
+        if let Some(adapter) = self.adapters.remove(&id) {
+            // SAFETY: `LlamaLoraAdapter` is `#[repr(transparent)]` over its non-null
+            // `llama_adapter_lora` pointer and has no `Drop`; the context no longer applies
+            // it and no sequence uses it (each holds a handle).
+            unsafe {
+                let raw: NonNull<llama_cpp_sys_2::llama_adapter_lora> =
+                    std::mem::transmute(adapter);
+                llama_cpp_sys_2::llama_adapter_lora_free(raw.as_ptr());
+            }
+            tracing::debug!(adapter = id, "LoRA adapter freed");
+        }
+    }
+
+    /// The group that decodes this step: each group with running sequences in turn.
+    fn next_group(&mut self) -> Option<u64> {
+        let mut groups: Vec<Option<u64>> = self.running.iter().map(Sequence::group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let group = groups[self.turn % groups.len()];
+        self.turn = self.turn.wrapping_add(1);
+        group
+    }
+
+    /// Makes the context apply `group`'s adapter (or none).
+    fn apply(&mut self, group: Option<u64>) -> std::result::Result<(), String> {
+        if self.applied == group {
+            return Ok(());
+        }
+        let outcome = match (group, self.applied) {
+            (Some(id), _) => {
+                let adapter = self.adapters.get_mut(&id).ok_or("adapter not loaded")?;
+                self.context
+                    .lora_adapter_set(adapter, 1.0)
+                    .map_err(|e| e.to_string())
+            }
+            (None, Some(applied)) => {
+                let adapter = self
+                    .adapters
+                    .get_mut(&applied)
+                    .ok_or("adapter not loaded")?;
+                self.context
+                    .lora_adapter_remove(adapter)
+                    .map_err(|e| e.to_string())
+            }
+            (None, None) => Ok(()),
+        };
+        outcome.map(|()| self.applied = group)
     }
 
     /// Sequences whose client went away leave now, freeing their cells.
@@ -201,16 +351,33 @@ impl<'m> Batcher<'m> {
                 logits_at: None,
                 sampler,
                 output,
+                adapter: job.adapter,
             });
         }
     }
 
-    /// One batch: a token per decoding sequence, then prompt chunks in the room left.
+    /// One batch of one adapter group: a token per decoding sequence, then prompt chunks in
+    /// the room left.
     fn step(&mut self) {
+        let group = self.next_group();
+        if let Err(e) = self.apply(group) {
+            for i in (0..self.running.len()).rev() {
+                if self.running[i].group() == group {
+                    self.running[i].output.fail(EngineError::Generation(format!(
+                        "applying the adapter: {e}"
+                    )));
+                    self.release(i);
+                }
+            }
+            return;
+        }
         self.batch.clear();
         let mut decoding = 0;
         for seq in &mut self.running {
             seq.logits_at = None;
+            if seq.group() != group {
+                continue;
+            }
             if let Some(token) = seq.next.take() {
                 seq.logits_at = Some(self.batch.n_tokens());
                 self.batch
@@ -226,7 +393,7 @@ impl<'m> Batcher<'m> {
         }
         for seq in &mut self.running {
             let remaining = seq.prompt.len() - seq.prefilled;
-            if remaining == 0 || room == 0 {
+            if remaining == 0 || room == 0 || seq.group() != group {
                 continue;
             }
             let take = remaining.min(room);
@@ -246,6 +413,9 @@ impl<'m> Batcher<'m> {
         if let Err(e) = self.context.decode(&mut self.batch) {
             // Nothing in the batch can be trusted now: fail its sequences, keep serving.
             for i in (0..self.running.len()).rev() {
+                if self.running[i].group() != group {
+                    continue;
+                }
                 self.running[i]
                     .output
                     .fail(EngineError::Generation(format!("llama.cpp decode: {e}")));

@@ -6,14 +6,16 @@
 //! joins at the next step, its prompt prefilled in chunks beside the running sequences'
 //! decode tokens, and each sequence samples with its own sampler, stop strings and
 //! `max_tokens` (`sequence.rs`). Dropping the event stream (client gone) frees the sequence's
-//! KV cache at the next step.
+//! KV cache at the next step. LoRA adapters are applied at runtime to this one model
+//! (`lora.rs`): a request served by an adapter joins its group in the same loop.
 
 mod batcher;
+mod lora;
 mod sequence;
 mod template;
 mod utf8;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
 
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -23,8 +25,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::{Backend, EngineError, EventStream, GenerationRequest, Result};
-use batcher::{BatchSettings, Job};
+use batcher::{BatchSettings, Command, Job, LoraHandle};
 use template::ChatTemplate;
+
+pub use lora::LlamaAdapterHost;
 
 /// What to load and how much to batch.
 #[derive(Debug, Clone)]
@@ -58,13 +62,14 @@ impl LlamaConfig {
 /// llama.cpp behind the [`Backend`] trait.
 pub struct LlamaCppBackend {
     model_id: String,
+    model_path: PathBuf,
     model: Arc<LlamaModel>,
     template: ChatTemplate,
     /// The BOS token's text when the vocabulary asks for a BOS, else `None`.
     bos_text: Option<Vec<u8>>,
     /// Longest sequence (prompt + answer) one request may have.
     max_sequence_tokens: usize,
-    jobs: std_mpsc::Sender<Job>,
+    commands: std_mpsc::Sender<Command>,
 }
 
 /// llama.cpp's process-wide state, initialised once (a second `init` is an error).
@@ -126,7 +131,7 @@ impl LlamaCppBackend {
             threads,
         };
         let max_sequence_tokens = settings.context_tokens;
-        let jobs = batcher::start(model.clone(), backend, settings)?;
+        let commands = batcher::start(model.clone(), backend, settings)?;
         tracing::info!(
             model = %path.display(),
             sequences = settings.max_sequences,
@@ -137,13 +142,80 @@ impl LlamaCppBackend {
         );
         Ok(Self {
             model_id: config.model_id,
+            model_path: config.model_path.clone(),
             model,
             template,
             bos_text,
             max_sequence_tokens,
-            jobs,
+            commands,
         })
     }
+
+    /// The GGUF file this engine serves.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+
+    /// Loads the GGUF LoRA file at `path` into the served model.
+    async fn load_adapter(&self, path: &Path) -> Result<Arc<LoraHandle>> {
+        let (reply, loaded) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::LoadAdapter {
+                path: path.to_path_buf(),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        let id = loaded.await.map_err(|_| stopped())??;
+        Ok(Arc::new(LoraHandle::new(id, self.commands.clone())))
+    }
+
+    /// Renders, tokenizes and queues `request`, decoded with `adapter` when one is given.
+    fn submit(
+        &self,
+        request: GenerationRequest,
+        adapter: Option<Arc<LoraHandle>>,
+    ) -> Result<EventStream> {
+        let prompt = self.template.render(&request.messages)?;
+        let vocab = self.model.vocab();
+        // The template writes the special tokens it wants as text; a BOS is added only where
+        // the vocabulary asks for one and the template did not already write it.
+        let add_bos = self
+            .bos_text
+            .as_ref()
+            .is_some_and(|bos| !prompt.as_bytes().starts_with(bos));
+        let tokens = vocab.tokenize(prompt.as_bytes(), add_bos, true);
+        if tokens.len() >= self.max_sequence_tokens {
+            return Err(EngineError::ContextLengthExceeded(format!(
+                "the prompt is {} tokens; this model serves at most {} per sequence",
+                tokens.len(),
+                self.max_sequence_tokens - 1
+            )));
+        }
+        let grammar = match &request.json_schema {
+            Some(schema) => Some(
+                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                    .map_err(|e| EngineError::InvalidRequest(format!("json schema: {e}")))?,
+            ),
+            None => None,
+        };
+        let (events, rx) = mpsc::unbounded_channel();
+        let span = (tokens.len() + request.sampling.max_tokens).min(self.max_sequence_tokens);
+        self.commands
+            .send(Command::Generate(Job {
+                prompt: tokens,
+                span,
+                sampling: request.sampling,
+                grammar,
+                adapter,
+                events,
+            }))
+            .map_err(|_| stopped())?;
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}
+
+fn stopped() -> EngineError {
+    EngineError::Unavailable("the decode loop has stopped".into())
 }
 
 /// The instruction sets and backends ggml was built with (`AVX2 = 1 | ...`): a build that
@@ -188,40 +260,6 @@ impl Backend for LlamaCppBackend {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<EventStream> {
-        let prompt = self.template.render(&request.messages)?;
-        let vocab = self.model.vocab();
-        // The template writes the special tokens it wants as text; a BOS is added only where
-        // the vocabulary asks for one and the template did not already write it.
-        let add_bos = self
-            .bos_text
-            .as_ref()
-            .is_some_and(|bos| !prompt.as_bytes().starts_with(bos));
-        let tokens = vocab.tokenize(prompt.as_bytes(), add_bos, true);
-        if tokens.len() >= self.max_sequence_tokens {
-            return Err(EngineError::ContextLengthExceeded(format!(
-                "the prompt is {} tokens; this model serves at most {} per sequence",
-                tokens.len(),
-                self.max_sequence_tokens - 1
-            )));
-        }
-        let grammar = match &request.json_schema {
-            Some(schema) => Some(
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-                    .map_err(|e| EngineError::InvalidRequest(format!("json schema: {e}")))?,
-            ),
-            None => None,
-        };
-        let (events, rx) = mpsc::unbounded_channel();
-        let span = (tokens.len() + request.sampling.max_tokens).min(self.max_sequence_tokens);
-        self.jobs
-            .send(Job {
-                prompt: tokens,
-                span,
-                sampling: request.sampling,
-                grammar,
-                events,
-            })
-            .map_err(|_| EngineError::Unavailable("the decode loop has stopped".into()))?;
-        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+        self.submit(request, None)
     }
 }
