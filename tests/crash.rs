@@ -213,7 +213,15 @@ fn kill_9_during_an_adapter_load_restarts_on_the_last_active_generation() {
         let active = loaded["active_generation"].as_str().unwrap().to_string();
         let reference = fmt_answer(&client, &base_url).await;
         assert_eq!(reference.1, format!("fmt@{active}"));
-        // Kill while the second adapter is validated, merged or loaded.
+        // Kill while the second adapter loads. A load takes milliseconds on llama.cpp, so
+        // fmt-b's weights file is a named pipe that nobody writes: the load waits, reading it.
+        let weights = scratch
+            .path()
+            .join("adapters/fmt-b")
+            .join(adapters::lora::WEIGHTS_FILE);
+        std::fs::remove_file(&weights).unwrap();
+        let mkfifo = Command::new("mkfifo").arg(&weights).status().unwrap();
+        assert!(mkfifo.success());
         let pending = tokio::spawn(load("fmt-b"));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(

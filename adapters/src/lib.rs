@@ -1,7 +1,9 @@
-//! Switchyard's model layer: the [`Backend`] trait that the HTTP server talks to, and its
-//! mistral.rs implementation ([`MistralRsBackend`]) that runs a local model with no hub access.
+//! Switchyard's model layer: the [`Backend`] trait that the HTTP server talks to, its two
+//! engines ([`LlamaCppBackend`], [`MistralRsBackend`]) that run a local model with no hub
+//! access, and LoRA adapters: validation, the [`AdapterRegistry`] of generations and the
+//! [`AdapterHost`]s that serve them.
 //!
-//! The server never sees mistral.rs types: requests come in as [`GenerationRequest`] and
+//! The server never sees engine types: requests come in as [`GenerationRequest`] and
 //! results go out as a stream of [`GenerationEvent`]s, so the engine can be swapped or wrapped
 //! (serialization, adapters, instances) without touching HTTP code.
 

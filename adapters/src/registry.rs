@@ -165,7 +165,11 @@ impl AdapterRegistry {
         let _loading = self.loading.try_lock().map_err(|_| RegistryError::Busy)?;
         let dir = resolve_in_root(&self.config.adapter_root, path)?;
         let shapes = self.host.shapes().await?;
-        let adapter = load_adapter(&dir, &shapes, self.config.max_rank)?;
+        let max_rank = self.config.max_rank;
+        // Reading and checking every value is blocking work: off the async runtime.
+        let adapter = tokio::task::spawn_blocking(move || load_adapter(&dir, &shapes, max_rank))
+            .await
+            .map_err(|e| RegistryError::Engine(e.to_string()))??;
         let generation = adapter.generation.clone();
         let rank = adapter.config.r;
         if let Some(info) = self.activate_existing(name, &generation) {
