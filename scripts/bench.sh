@@ -2,7 +2,8 @@
 # Benchmark: Switchyard on its llama.cpp engine and on mistral.rs vs llama.cpp itself
 # (llama-cpp-python's OpenAI server, built from source by pip for this CPU) on the same GGUF,
 # measured in one run. Prints TTFT, decode tok/s, throughput at 1/4/16 clients, a long-prompt
-# request, and each one's ratio to llama-cpp-python. Extra arguments go to `switchyard bench`.
+# request, and each one's ratio to llama-cpp-python; then `switchyard bench-adapters` on the
+# llama.cpp engine. Extra arguments go to `switchyard bench`.
 # llama-cpp-python's server by default cuts a running stream when a new request arrives;
 # `--interrupt_requests False` makes it queue them, as Switchyard does.
 set -euo pipefail
@@ -29,7 +30,8 @@ if ! .venv-bench/bin/python -c "import llama_cpp, sys; sys.exit(llama_cpp.__vers
     .venv-bench/bin/pip install -q --no-cache-dir --disable-pip-version-check "llama-cpp-python[server]==$LLAMA_CPP_PYTHON"
 fi
 scripts/build-deps.sh
-cargo build --locked -p switchyard-server --bin switchyard
+# The mistral.rs engine is one of the targets, so this build has it.
+cargo build --locked -p switchyard-server --bin switchyard --features mistralrs
 BIN="$CARGO_TARGET_DIR/debug/switchyard"
 
 SY_PORT=${SY_PORT:-18090}
@@ -60,3 +62,8 @@ done
 "$BIN" bench --target "switchyard-llama=http://127.0.0.1:$SY_PORT" \
   --target "switchyard-mistral=http://127.0.0.1:$MR_PORT" \
   --baseline "llama.cpp=http://127.0.0.1:$LC_PORT#smollm2-135m-instruct" "$@"
+
+# Adapters on the default engine (llama.cpp, in this process; the servers above sit idle):
+# load time, activation to the first token of the new generation, decode with an adapter vs
+# the base, and resident memory with 1, 10 and 50 adapters.
+"$BIN" bench-adapters --model "$MODEL" --swaps 30

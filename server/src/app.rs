@@ -12,10 +12,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-use adapters::{
-    AdapterHost, Backend, EngineConfig, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, MergedHost,
-    MistralRsBackend,
-};
+use adapters::{AdapterHost, Backend, LlamaAdapterHost, LlamaConfig, LlamaCppBackend};
 
 use crate::auth;
 use crate::config::{Config, EngineKind};
@@ -88,14 +85,17 @@ pub async fn load_engine(
             }
             engine
         }
+        #[cfg(feature = "mistralrs")]
         EngineKind::MistralRs => Arc::new(
-            MistralRsBackend::load(EngineConfig {
+            adapters::MistralRsBackend::load(adapters::EngineConfig {
                 model_path: config.model_path.clone(),
                 model_id: config.model_id.clone(),
                 instances: config.engine_instances,
             })
             .await?,
         ),
+        #[cfg(not(feature = "mistralrs"))]
+        EngineKind::MistralRs => return Err(adapters::EngineError::Load(MISTRALRS_OFF.into())),
     })
 }
 
@@ -128,16 +128,26 @@ pub struct Server {
     llama_adapters: Option<Arc<LlamaAdapterHost>>,
 }
 
+/// Why `engine = "mistralrs"` does not load in a default build.
+#[cfg(not(feature = "mistralrs"))]
+const MISTRALRS_OFF: &str = "this build has no mistral.rs engine: build with `--features mistralrs` (or use engine = \"llama.cpp\")";
+
 /// The host of a mistral.rs engine's adapters: merged into copies of `adapter_base_dir`.
+#[cfg(feature = "mistralrs")]
 fn merged_host(config: &Config) -> std::io::Result<Option<Arc<dyn AdapterHost>>> {
     match &config.adapter_base_dir {
         Some(base_dir) if config.adapters_available() => {
-            let host = MergedHost::open(base_dir)
+            let host = adapters::MergedHost::open(base_dir)
                 .map_err(|e| std::io::Error::other(format!("adapter base: {e}")))?;
             Ok(Some(Arc::new(host)))
         }
         _ => Ok(None),
     }
+}
+
+#[cfg(not(feature = "mistralrs"))]
+fn merged_host(_config: &Config) -> std::io::Result<Option<Arc<dyn AdapterHost>>> {
+    Ok(None)
 }
 
 impl Server {

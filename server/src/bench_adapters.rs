@@ -12,8 +12,8 @@ use futures::StreamExt;
 
 use adapters::{
     AdapterHost, AdapterRegistry, Backend, BaseShapes, ChatMessage, GenerationEvent,
-    GenerationRequest, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, MergedHost,
-    MistralRsBackend, RegistryConfig, Role, SamplingParams,
+    GenerationRequest, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, RegistryConfig, Role,
+    SamplingParams,
 };
 
 use switchyard_server::EngineKind;
@@ -149,13 +149,18 @@ async fn open_engine(
             host.attach(engine.clone())?;
             (engine, Arc::new(host))
         }
+        #[cfg(feature = "mistralrs")]
         EngineKind::MistralRs => {
             let base_dir = args
                 .base_dir
                 .as_ref()
                 .context("--engine mistralrs needs --base-dir (switchyard convert's output)")?;
-            let base = MistralRsBackend::load_shared(base_dir.clone(), "base").await?;
-            (base, Arc::new(MergedHost::open(base_dir)?))
+            let base = adapters::MistralRsBackend::load_shared(base_dir.clone(), "base").await?;
+            (base, Arc::new(adapters::MergedHost::open(base_dir)?))
+        }
+        #[cfg(not(feature = "mistralrs"))]
+        EngineKind::MistralRs => {
+            anyhow::bail!("this build has no mistral.rs engine: build with `--features mistralrs`")
         }
     })
 }

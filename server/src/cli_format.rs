@@ -17,7 +17,7 @@ use clap::{Args, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
-use adapters::{AdapterRegistry, MergedHost, MistralRsBackend, RegistryConfig};
+use adapters::{AdapterRegistry, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, RegistryConfig};
 use switchyard_server::format_eval::{measure, rag_prompt};
 use switchyard_server::index::{open_retrieval, Retrieval};
 use switchyard_server::rag::normalize_ws;
@@ -47,9 +47,6 @@ pub struct EvalArgs {
     /// JSONL with a `query` field per line (e.g. retrieval/eval/git-docs-dev.jsonl).
     #[arg(long)]
     pub queries: PathBuf,
-    /// The safetensors base (`switchyard convert`'s output).
-    #[arg(long)]
-    pub base_dir: PathBuf,
     /// A PEFT adapter folder (e.g. adapters/format/fmt-v1).
     #[arg(long)]
     pub adapter: PathBuf,
@@ -156,7 +153,12 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let queries: Vec<Query> = read_jsonl(&args.queries)?;
     let queries = &queries[..args.limit.min(queries.len())];
 
-    let base = MistralRsBackend::load_shared(args.base_dir.clone(), "base").await?;
+    // The configured GGUF on llama.cpp, the adapter applied to it at runtime (as served).
+    let engine =
+        Arc::new(LlamaCppBackend::load(LlamaConfig::new(config.model_path.clone(), "base")).await?);
+    let host = LlamaAdapterHost::new();
+    host.attach(engine.clone())?;
+    let base: Arc<dyn adapters::Backend> = engine;
     let scratch =
         std::env::temp_dir().join(format!("switchyard-format-eval-{}", std::process::id()));
     let adapter = args
@@ -170,7 +172,7 @@ async fn eval(args: EvalArgs) -> anyhow::Result<()> {
             max_rank: config.adapter_max_rank,
             max_resident: 1,
         },
-        Arc::new(MergedHost::open(&args.base_dir)?),
+        Arc::new(host),
     )?;
     let name = adapter.file_name().context("adapter folder name")?;
     let info = registry.load("format", name.as_ref()).await?;
