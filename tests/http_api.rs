@@ -221,14 +221,30 @@ async fn body_over_limit_is_413() {
 }
 
 #[tokio::test]
-async fn waiting_and_running_gauges_follow_the_engine_instances() {
+async fn waiting_and_running_gauges_follow_the_llama_cpp_sequences() {
+    // One llama.cpp sequence and room for two admitted requests: the second waits for it.
+    waiting_and_running_gauges(Config {
+        max_in_flight: 2,
+        engine_sequences: 1,
+        ..test_config()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn waiting_and_running_gauges_follow_the_mistralrs_instances() {
     // One mistral.rs engine instance and room for two admitted requests: the second waits.
-    let server = TestServer::start_ready(Config {
+    waiting_and_running_gauges(Config {
         max_in_flight: 2,
         engine: switchyard_server::EngineKind::MistralRs,
         engine_instances: 1,
         ..test_config()
-    });
+    })
+    .await;
+}
+
+async fn waiting_and_running_gauges(config: Config) {
+    let server = TestServer::start_ready(config);
     let long = chat_body("Write a very long essay about the history of bridges.", 400);
     let holder = open_stream(&server, &long).await;
     assert_eq!(holder.status(), 200);

@@ -54,6 +54,8 @@ pub struct Job {
     /// The LoRA adapter this sequence decodes with; none for the base.
     pub adapter: Option<Arc<LoraHandle>>,
     pub events: UnboundedSender<Result<GenerationEvent>>,
+    /// Told when the job gets a sequence (dropped unsent if it never does).
+    pub admitted: oneshot::Sender<()>,
 }
 
 /// What the loop is asked to do.
@@ -353,6 +355,8 @@ impl<'m> Batcher<'m> {
                 output,
                 adapter: job.adapter,
             });
+            // The caller stopped waiting: its stream is closed, and the next step frees it.
+            let _ = job.admitted.send(());
         }
     }
 

@@ -125,6 +125,6 @@ impl Backend for AdapterBackend {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<EventStream> {
-        self.engine.submit(request, Some(self.lora.clone()))
+        self.engine.submit(request, Some(self.lora.clone())).await
     }
 }

@@ -169,8 +169,10 @@ impl LlamaCppBackend {
         Ok(Arc::new(LoraHandle::new(id, self.commands.clone())))
     }
 
-    /// Renders, tokenizes and queues `request`, decoded with `adapter` when one is given.
-    fn submit(
+    /// Renders, tokenizes and queues `request`, decoded with `adapter` when one is given;
+    /// returns once the request has a sequence (it waits in order while all are taken), so
+    /// the caller's wait for the engine ends when decoding can begin.
+    async fn submit(
         &self,
         request: GenerationRequest,
         adapter: Option<Arc<LoraHandle>>,
@@ -199,6 +201,7 @@ impl LlamaCppBackend {
             None => None,
         };
         let (events, rx) = mpsc::unbounded_channel();
+        let (admitted, on_admitted) = tokio::sync::oneshot::channel();
         let span = (tokens.len() + request.sampling.max_tokens).min(self.max_sequence_tokens);
         self.commands
             .send(Command::Generate(Job {
@@ -208,8 +211,11 @@ impl LlamaCppBackend {
                 grammar,
                 adapter,
                 events,
+                admitted,
             }))
             .map_err(|_| stopped())?;
+        // Not admitted means refused: the refusal is in the stream.
+        let _ = on_admitted.await;
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
 }
@@ -260,6 +266,6 @@ impl Backend for LlamaCppBackend {
     }
 
     async fn generate(&self, request: GenerationRequest) -> Result<EventStream> {
-        self.submit(request, None)
+        self.submit(request, None).await
     }
 }
