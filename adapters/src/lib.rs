@@ -32,7 +32,7 @@ mod types;
 pub use backend::{collect, Backend, EventStream};
 pub use error::{EngineError, Result};
 pub use host::{AdapterHost, BaseShapes};
-pub use llama::{LlamaAdapterHost, LlamaConfig, LlamaCppBackend};
+pub use llama::{LlamaAdapterHost, LlamaConfig, LlamaCppBackend, WeightFormat};
 #[cfg(feature = "mistralrs")]
 pub use merged::MergedHost;
 #[cfg(feature = "mistralrs")]

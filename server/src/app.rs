@@ -76,6 +76,7 @@ pub async fn load_engine(
                 LlamaCppBackend::load(LlamaConfig {
                     max_sequences: config.engine_sequences,
                     context_tokens: config.engine_context_tokens,
+                    weights: config.engine_weights.format(),
                     ..LlamaConfig::new(config.model_path.clone(), &config.model_id)
                 })
                 .await?,

@@ -19,6 +19,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// The format llama.cpp serves the weights in (see `adapters/src/llama/weights.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineWeights {
+    /// The GGUF's own tensors.
+    Gguf,
+    /// Re-encoded to Q8_0 at load (near-lossless from 4-bit; repacked CPU kernels).
+    #[serde(rename = "q8_0")]
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Re-encoded to f16 at load.
+    F16,
+    /// Re-encoded to Q4_0 at load (fastest here; lossy from a Q4_1 file).
+    #[serde(rename = "q4_0")]
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl EngineWeights {
+    pub fn format(self) -> adapters::WeightFormat {
+        match self {
+            EngineWeights::Gguf => adapters::WeightFormat::AsShipped,
+            EngineWeights::Q8_0 => adapters::WeightFormat::Q8_0,
+            EngineWeights::F16 => adapters::WeightFormat::F16,
+            EngineWeights::Q4_0 => adapters::WeightFormat::Q4_0,
+        }
+    }
+}
+
 /// Which engine runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum EngineKind {
@@ -149,6 +178,8 @@ pub struct Config {
     pub engine_sequences: usize,
     /// llama.cpp: each sequence's window in tokens (prompt + answer), its own KV cache.
     pub engine_context_tokens: usize,
+    /// llama.cpp: the format the weights are served in, re-encoded at load.
+    pub engine_weights: EngineWeights,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_secs: u64,
     /// Log format.
@@ -241,6 +272,7 @@ impl Default for Config {
             engine_instances: 1,
             engine_sequences: 8,
             engine_context_tokens: 2048,
+            engine_weights: EngineWeights::Q8_0,
             shutdown_grace_secs: 30,
             log_format: LogFormat::Text,
             models_dir: PathBuf::from("models"),
@@ -314,6 +346,8 @@ pub struct ConfigArgs {
     pub engine_sequences: Option<usize>,
     #[arg(long, env = "SWITCHYARD_ENGINE_CONTEXT_TOKENS")]
     pub engine_context_tokens: Option<usize>,
+    #[arg(long, env = "SWITCHYARD_ENGINE_WEIGHTS", value_enum)]
+    pub engine_weights: Option<EngineWeights>,
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
     #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
@@ -468,6 +502,7 @@ impl Config {
         set(&mut self.engine_instances, &args.engine_instances);
         set(&mut self.engine_sequences, &args.engine_sequences);
         set(&mut self.engine_context_tokens, &args.engine_context_tokens);
+        set(&mut self.engine_weights, &args.engine_weights);
         set(&mut self.shutdown_grace_secs, &args.shutdown_grace_secs);
         set(&mut self.log_format, &args.log_format);
         set(&mut self.models_dir, &args.models_dir);

@@ -14,6 +14,7 @@ mod lora;
 mod sequence;
 mod template;
 mod utf8;
+mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc as std_mpsc, Arc, OnceLock};
@@ -29,6 +30,7 @@ use batcher::{BatchSettings, Command, Job, LoraHandle};
 use template::ChatTemplate;
 
 pub use lora::LlamaAdapterHost;
+pub use weights::WeightFormat;
 
 /// What to load and how much to batch.
 #[derive(Debug, Clone)]
@@ -44,10 +46,12 @@ pub struct LlamaConfig {
     pub context_tokens: usize,
     /// CPU threads for decoding (0: all cores).
     pub threads: usize,
+    /// The format the weights are served in (re-encoded at load unless `AsShipped`).
+    pub weights: WeightFormat,
 }
 
 impl LlamaConfig {
-    /// The defaults for `model_path`: 8 sequences of 2,048 tokens each.
+    /// The defaults for `model_path`: 8 sequences of 2,048 tokens each, Q8_0 weights.
     pub fn new(model_path: PathBuf, model_id: &str) -> Self {
         Self {
             model_path,
@@ -55,6 +59,7 @@ impl LlamaConfig {
             max_sequences: 8,
             context_tokens: 2048,
             threads: 0,
+            weights: WeightFormat::Q8_0,
         }
     }
 }
@@ -109,9 +114,20 @@ impl LlamaCppBackend {
                 path.display()
             )));
         }
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let started = std::time::Instant::now();
+        let reencoded = weights::reencode(path, config.weights, threads)?;
+        let served = reencoded
+            .as_ref()
+            .map_or(path.as_path(), |r| r.path.as_path());
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers());
-        let model = LlamaModel::load_from_file(backend, path, &params)
+        let model = LlamaModel::load_from_file(backend, served, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
+        // Loaded: the re-encoded file is not needed any more.
+        drop(reencoded);
         let template = load_template(&model)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let vocab = model.vocab();
@@ -119,10 +135,6 @@ impl LlamaCppBackend {
             .should_add_bos()
             .then(|| special_text(&model, vocab.bos()));
         let model = Arc::new(model);
-        let threads = match config.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
         let settings = BatchSettings {
             max_sequences: config.max_sequences.max(1),
             context_tokens: config
@@ -137,6 +149,8 @@ impl LlamaCppBackend {
             sequences = settings.max_sequences,
             context_tokens = settings.context_tokens,
             threads,
+            weights = config.weights.as_str(),
+            load_secs = started.elapsed().as_secs_f64(),
             cpu = %system_info(),
             "llama.cpp engine ready"
         );
