@@ -37,8 +37,20 @@ BIN="$CARGO_TARGET_DIR/debug/switchyard"
 SY_PORT=${SY_PORT:-18090}
 MR_PORT=${MR_PORT:-18092}
 LC_PORT=${LC_PORT:-18091}
+SG_PORT=${SG_PORT:-18093}
+LQ_PORT=${LQ_PORT:-18094}
+# Switchyard serves Q8_0 by default (engine_weights), re-encoded at load; llama-cpp-python
+# also serves that encoding, made by the same llama.cpp quantizer, for a same-weights ratio.
+Q8_MODEL="${TMPDIR:-/tmp}/switchyard-bench-q8_0.gguf"
+.venv-bench/bin/python - "$MODEL" "$Q8_MODEL" 2>/tmp/llama-cpp-quantize.log <<'PY'
+import ctypes, sys, llama_cpp
+params = llama_cpp.llama_model_quantize_default_params()
+params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+params.allow_requantize = True
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
+PY
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -f "${Q8_MODEL:-}"; }
 trap cleanup EXIT
 
 # Both engines serve side by side (no index: the bench measures generation, and two servers
@@ -47,19 +59,29 @@ trap cleanup EXIT
 "$BIN" serve --listen "127.0.0.1:$SY_PORT" --model-path "$MODEL" --max-in-flight 64 --auth-disabled true --retrieval-enabled false \
   --engine llama.cpp >/tmp/switchyard-bench.log 2>&1 &
 pids+=($!)
+# The same engine on the GGUF's own Q4_1 tensors: the same-file comparison with llama.cpp.
+"$BIN" serve --listen "127.0.0.1:$SG_PORT" --model-path "$MODEL" --max-in-flight 64 --auth-disabled true --retrieval-enabled false \
+  --engine llama.cpp --engine-weights gguf >/tmp/switchyard-bench-gguf.log 2>&1 &
+pids+=($!)
 "$BIN" serve --listen "127.0.0.1:$MR_PORT" --model-path "$MODEL" --max-in-flight 64 --auth-disabled true --retrieval-enabled false \
   --engine mistralrs ${ENGINE_INSTANCES:+--engine-instances "$ENGINE_INSTANCES"} >/tmp/switchyard-bench-mistralrs.log 2>&1 &
 pids+=($!)
 .venv-bench/bin/python -m llama_cpp.server --model "$MODEL" --model_alias smollm2-135m-instruct \
   --host 127.0.0.1 --port "$LC_PORT" --n_ctx 2048 --n_threads "$(nproc)" --interrupt_requests False >/tmp/llama-cpp-bench.log 2>&1 &
 pids+=($!)
+.venv-bench/bin/python -m llama_cpp.server --model "$Q8_MODEL" --model_alias smollm2-135m-instruct \
+  --host 127.0.0.1 --port "$LQ_PORT" --n_ctx 2048 --n_threads "$(nproc)" --interrupt_requests False >/tmp/llama-cpp-bench-q8.log 2>&1 &
+pids+=($!)
 
-for url in "http://127.0.0.1:$SY_PORT/ready" "http://127.0.0.1:$MR_PORT/ready" "http://127.0.0.1:$LC_PORT/v1/models"; do
+for url in "http://127.0.0.1:$SY_PORT/ready" "http://127.0.0.1:$SG_PORT/ready" "http://127.0.0.1:$MR_PORT/ready" \
+  "http://127.0.0.1:$LC_PORT/v1/models" "http://127.0.0.1:$LQ_PORT/v1/models"; do
   for _ in $(seq 1 300); do curl -sf "$url" >/dev/null && break; sleep 1; done
   curl -sf "$url" >/dev/null || { echo "bench: $url never came up"; tail -20 /tmp/switchyard-bench.log /tmp/switchyard-bench-mistralrs.log /tmp/llama-cpp-bench.log; exit 1; }
 done
 
 "$BIN" bench --target "switchyard-llama=http://127.0.0.1:$SY_PORT" \
+  --target "switchyard-llama-q4_1=http://127.0.0.1:$SG_PORT" \
+  --target "llama.cpp-q8_0=http://127.0.0.1:$LQ_PORT#smollm2-135m-instruct" \
   --target "switchyard-mistral=http://127.0.0.1:$MR_PORT" \
   --baseline "llama.cpp=http://127.0.0.1:$LC_PORT#smollm2-135m-instruct" "$@"
 

@@ -88,4 +88,10 @@ async fn constrained_output_ends_when_the_value_closes() {
         completion < 80,
         "it stopped at the close, not at max_tokens: {response}"
     );
+    // Compact JSON: no layout whitespace between tokens (the model spends no tokens on it).
+    let content = response["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap();
+    let value: Value = serde_json::from_str(content).unwrap();
+    assert_eq!(content, value.to_string(), "compact JSON");
 }

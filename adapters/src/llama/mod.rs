@@ -208,10 +208,10 @@ impl LlamaCppBackend {
             )));
         }
         let grammar = match &request.json_schema {
-            Some(schema) => Some(
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+            Some(schema) => Some(compact_json_grammar(
+                &llama_cpp_2::json_schema_to_grammar(&schema.to_string())
                     .map_err(|e| EngineError::InvalidRequest(format!("json schema: {e}")))?,
-            ),
+            )),
             None => None,
         };
         let (events, rx) = mpsc::unbounded_channel();
@@ -232,6 +232,24 @@ impl LlamaCppBackend {
         let _ = on_admitted.await;
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))
     }
+}
+
+/// The grammar with llama.cpp's optional whitespace between JSON tokens removed: output is
+/// compact JSON. With whitespace allowed (up to two newlines and 20 spaces at every token
+/// boundary) a small model spends its tokens on layout, and with the Q8_0 weights
+/// SmolLM2-135M ran a tool call to `max_tokens` without closing it.
+fn compact_json_grammar(grammar: &str) -> String {
+    grammar
+        .lines()
+        .map(|line| {
+            if line.starts_with("space ::=") {
+                "space ::= \"\""
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn stopped() -> EngineError {
