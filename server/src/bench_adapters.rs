@@ -125,17 +125,6 @@ fn resident_bytes() -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-fn file_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// The base engine and the host its adapters are served by.
 async fn open_engine(
     args: &BenchAdaptersArgs,
@@ -200,6 +189,8 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
 
     let mut load_times = Vec::new();
     let mut generations = Vec::new();
+    // What one generation writes (its GGUF LoRA on llama.cpp): the memory budget's unit.
+    let mut generation_bytes = 0;
     for dir in &adapter_dirs[..2] {
         let started = Instant::now();
         let info = registry
@@ -209,6 +200,7 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
             )
             .await?;
         load_times.push(started.elapsed());
+        generation_bytes = info.resident_bytes;
         generations.push(info.generation);
     }
 
@@ -262,7 +254,7 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
     );
     if args.engine == EngineKind::LlamaCpp && adapter_dirs.len() > 2 {
         // Each extra adapter under its own name, served once so its memory is in use.
-        let per_file = file_bytes(&scratch.join("generations").join(&generations[0]));
+        let per_file = generation_bytes;
         let mut loaded = 1;
         for target in [1usize, 10, 50] {
             while loaded < target {
