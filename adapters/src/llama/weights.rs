@@ -9,6 +9,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{EngineError, Result};
 
@@ -62,10 +63,13 @@ pub fn reencode(gguf: &Path, format: WeightFormat, threads: usize) -> Result<Opt
     let Some(ftype) = format.llama_ftype() else {
         return Ok(None);
     };
+    // One name per load: a process may load several engines at once (the tests do).
+    static LOADS: AtomicU64 = AtomicU64::new(0);
     let out = Reencoded {
         path: std::env::temp_dir().join(format!(
-            "switchyard-{}-{}.gguf",
+            "switchyard-{}-{}-{}.gguf",
             std::process::id(),
+            LOADS.fetch_add(1, Ordering::Relaxed),
             format.as_str()
         )),
     };
