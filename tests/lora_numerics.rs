@@ -128,6 +128,8 @@ fn gguf_lora_matches_the_merged_weights() {
     let work = tempfile::tempdir().unwrap();
     let shipped = model_path();
     let shape = read_gguf_base(&shipped).unwrap();
+    // SmolLM2-135M: 9 attention heads, 3 KV heads (the permutation's parameters).
+    assert_eq!((shape.heads, shape.kv_heads), (9, 3));
     let peft = work.path().join("peft");
     adapters::synthetic::write_synthetic_adapter(&peft, &shape.shapes, 1, false).unwrap();
     let adapter = load_adapter(&peft, &shape.shapes, 16).unwrap();

@@ -396,6 +396,23 @@ mod tests {
                 .unwrap(),
             vec![0., 2., 1., 3.]
         );
+        // Two heads: each head's halves interleaved, heads kept in place.
+        let two =
+            Tensor::from_vec((0..8).map(|i| i as f32).collect(), (8, 1), &Device::Cpu).unwrap();
+        assert_eq!(
+            permute(&two, 2)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![0., 2., 1., 3., 4., 6., 5., 7.]
+        );
+        // q_proj by attention heads, k_proj by KV heads, nothing else.
+        let smollm = |name: &str| permuted_heads(name, 9, 3);
+        assert_eq!(smollm("model.layers.4.self_attn.q_proj.weight"), Some(9));
+        assert_eq!(smollm("model.layers.4.self_attn.k_proj.weight"), Some(3));
+        assert_eq!(smollm("model.layers.4.self_attn.v_proj.weight"), None);
         assert_ne!(
             permuted.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             original

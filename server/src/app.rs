@@ -82,7 +82,11 @@ pub async fn load_engine(
                 .await?,
             );
             if let Some(host) = llama_adapters {
-                host.attach(engine.clone())?;
+                // A model adapters cannot apply to (not a llama GGUF) is still served.
+                if let Err(err) = host.attach(engine.clone()) {
+                    tracing::warn!(error = %err, "LoRA adapters are unavailable for this model");
+                    host.fail(err.to_string());
+                }
             }
             engine
         }
@@ -161,21 +165,25 @@ impl Server {
             Some(host) => Some(host.clone() as Arc<dyn AdapterHost>),
             None => merged_host(&config)?,
         };
-        let registry = match host {
-            Some(host) => Some(Arc::new(
-                adapters::AdapterRegistry::new(
-                    adapters::RegistryConfig {
-                        adapter_root: config.adapter_root.clone(),
-                        work_dir: config.adapter_work_dir.clone(),
-                        max_rank: config.adapter_max_rank,
-                        max_resident: config.adapter_max_resident,
-                    },
-                    host,
-                )
-                .map_err(|e| std::io::Error::other(format!("adapter registry: {e}")))?,
-            )),
-            None => None,
-        };
+        let registry = host.and_then(|host| {
+            let opened = adapters::AdapterRegistry::new(
+                adapters::RegistryConfig {
+                    adapter_root: config.adapter_root.clone(),
+                    work_dir: config.adapter_work_dir.clone(),
+                    max_rank: config.adapter_max_rank,
+                    max_resident: config.adapter_max_resident,
+                },
+                host,
+            );
+            // Its folders cannot be made (a read-only working folder, say): the server
+            // serves without adapters, and the adapter API says they are off.
+            opened
+                .inspect_err(|err| {
+                    tracing::error!(error = %err, root = %config.adapter_root.display(), work_dir = %config.adapter_work_dir.display(), "adapter registry unavailable; adapters are off")
+                })
+                .ok()
+                .map(Arc::new)
+        });
         let keys = api_keys(&config)?;
         Ok(Self {
             listener,

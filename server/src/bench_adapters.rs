@@ -125,6 +125,45 @@ fn resident_bytes() -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
+/// Resident memory with 1, 10 and 50 adapters loaded (each under its own name and served
+/// once, so its memory is in use) against `N × (generation size + 1 MB)`; the adapters are
+/// unloaded again after.
+async fn memory_table(
+    registry: &AdapterRegistry,
+    adapter_dirs: &[PathBuf],
+    resident_before: u64,
+) -> anyhow::Result<()> {
+    let mut loaded = 0;
+    let mut generation_bytes = 0;
+    for target in [1usize, 10, 50] {
+        while loaded < target {
+            let dir = &adapter_dirs[loaded];
+            let name = format!("memory-{loaded}");
+            let info = registry
+                .load(&name, dir.file_name().context("adapter folder")?.as_ref())
+                .await?;
+            // What one generation writes (its GGUF LoRA): the budget's unit.
+            generation_bytes = info.resident_bytes;
+            let (engine, _) = registry.engine(&name).context("loaded adapter")?;
+            first_token(&engine).await?;
+            loaded += 1;
+        }
+        let extra = resident_bytes()?.saturating_sub(resident_before);
+        let budget = target as u64 * (generation_bytes + 1024 * 1024);
+        println!(
+            "resident memory with {target} adapters loaded: +{:.1} MB over the base (budget {target} x (file {:.2} MB + 1 MB) = {:.1} MB: x{:.2})",
+            extra as f64 / 1e6,
+            generation_bytes as f64 / 1e6,
+            budget as f64 / 1e6,
+            extra as f64 / budget as f64
+        );
+    }
+    for i in 0..loaded {
+        registry.unload(&format!("memory-{i}"))?;
+    }
+    Ok(())
+}
+
 /// The base engine and the host its adapters are served by.
 async fn open_engine(
     args: &BenchAdaptersArgs,
@@ -186,11 +225,12 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
     // Warm the base (first-request allocations) before measuring memory.
     first_token(&base).await?;
     let resident_before = resident_bytes()?;
+    if args.engine == EngineKind::LlamaCpp && adapter_dirs.len() >= 50 {
+        memory_table(&registry, &adapter_dirs, resident_before).await?;
+    }
 
     let mut load_times = Vec::new();
     let mut generations = Vec::new();
-    // What one generation writes (its GGUF LoRA on llama.cpp): the memory budget's unit.
-    let mut generation_bytes = 0;
     for dir in &adapter_dirs[..2] {
         let started = Instant::now();
         let info = registry
@@ -200,7 +240,6 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
             )
             .await?;
         load_times.push(started.elapsed());
-        generation_bytes = info.resident_bytes;
         generations.push(info.generation);
     }
 
@@ -252,32 +291,6 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
         adapter_rate,
         adapter_rate / base_rate
     );
-    if args.engine == EngineKind::LlamaCpp && adapter_dirs.len() > 2 {
-        // Each extra adapter under its own name, served once so its memory is in use.
-        let per_file = generation_bytes;
-        let mut loaded = 1;
-        for target in [1usize, 10, 50] {
-            while loaded < target {
-                let dir = &adapter_dirs[loaded];
-                let name = format!("extra-{loaded}");
-                registry
-                    .load(&name, dir.file_name().context("adapter folder")?.as_ref())
-                    .await?;
-                let (engine, _) = registry.engine(&name).context("loaded adapter")?;
-                first_token(&engine).await?;
-                loaded += 1;
-            }
-            let extra = resident_bytes()?.saturating_sub(resident_before);
-            let budget = target as u64 * (per_file + 1024 * 1024);
-            println!(
-                "resident memory with {target} adapters loaded: +{:.1} MB over the base (budget {target} x (file {:.2} MB + 1 MB) = {:.1} MB: x{:.2})",
-                extra as f64 / 1e6,
-                per_file as f64 / 1e6,
-                budget as f64 / 1e6,
-                extra as f64 / budget as f64
-            );
-        }
-    }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

@@ -67,7 +67,7 @@ pub enum ApiError {
     GenerationConflict(String),
     #[error("{0}")]
     AdapterLoadInProgress(String),
-    #[error("adapters are off: set adapter_base_dir to a safetensors base (switchyard convert)")]
+    #[error("adapters are off on this server (adapters_enabled = false, the registry's folders could not be made, or mistralrs without adapter_base_dir)")]
     AdaptersDisabled,
     #[error("{0}")]
     Unauthorized(&'static str),

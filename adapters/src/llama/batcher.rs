@@ -13,8 +13,9 @@
 //!
 //! LoRA adapters are loaded into the model here, on the thread that owns the context, and
 //! applied per step: llama.cpp applies one adapter set to a whole batch, so the sequences are
-//! grouped by their adapter (none is a group too) and the groups take turns, one step each,
-//! so no group starves another. An adapter is freed once the last handle on it (the
+//! grouped by their adapter (none is a group too) and the groups take turns of `TURN_STEPS`
+//! steps each, so no group starves another. A switch makes llama.cpp reserve its compute
+//! graph again (about one step's time here), hence turns of several steps rather than one. An adapter is freed once the last handle on it (the
 //! registry's and each sequence's) is gone.
 
 use std::collections::{HashMap, VecDeque};
@@ -42,6 +43,8 @@ use crate::{EngineError, GenerationEvent, Result, SamplingParams};
 const BATCH_TOKENS: usize = 512;
 /// Most prompt tokens prefilled in a step while other sequences are decoding.
 const PREFILL_CHUNK: usize = 128;
+/// Steps an adapter group decodes before the next group's turn.
+const TURN_STEPS: usize = 4;
 
 /// A tokenized request on its way to the loop.
 pub struct Job {
@@ -61,10 +64,12 @@ pub struct Job {
 /// What the loop is asked to do.
 pub enum Command {
     Generate(Job),
-    /// Load the GGUF LoRA at `path` into the model; the reply is its id.
+    /// Load the GGUF LoRA at `path` into the model; the reply is its handle, which frees it
+    /// through `commands` when dropped (also when the caller stopped waiting for it).
     LoadAdapter {
         path: PathBuf,
-        reply: oneshot::Sender<Result<u64>>,
+        commands: std_mpsc::Sender<Command>,
+        reply: oneshot::Sender<Result<LoraHandle>>,
     },
     /// The last handle on an adapter is gone: free it.
     FreeAdapter(u64),
@@ -75,12 +80,6 @@ pub enum Command {
 pub struct LoraHandle {
     id: u64,
     commands: std_mpsc::Sender<Command>,
-}
-
-impl LoraHandle {
-    pub fn new(id: u64, commands: std_mpsc::Sender<Command>) -> Self {
-        Self { id, commands }
-    }
 }
 
 impl Drop for LoraHandle {
@@ -186,8 +185,8 @@ struct Batcher<'m> {
     next_adapter: u64,
     /// The adapter the context applies now.
     applied: Option<u64>,
-    /// Which group decodes next (round robin).
-    turn: usize,
+    /// Steps left in the applied group's turn.
+    turn_left: usize,
 }
 
 impl<'m> Batcher<'m> {
@@ -206,7 +205,7 @@ impl<'m> Batcher<'m> {
             adapters: HashMap::new(),
             next_adapter: 0,
             applied: None,
-            turn: 0,
+            turn_left: 0,
         }
     }
 
@@ -233,7 +232,11 @@ impl<'m> Batcher<'m> {
     fn handle(&mut self, command: Command) {
         match command {
             Command::Generate(job) => self.waiting.push_back(job),
-            Command::LoadAdapter { path, reply } => {
+            Command::LoadAdapter {
+                path,
+                commands,
+                reply,
+            } => {
                 let loaded = self
                     .model_for_adapters
                     .lora_adapter_init(&path)
@@ -242,12 +245,11 @@ impl<'m> Batcher<'m> {
                     let id = self.next_adapter;
                     self.next_adapter += 1;
                     self.adapters.insert(id, adapter);
-                    id
+                    LoraHandle { id, commands }
                 });
-                // The caller gave up waiting: nobody will ever hold it.
-                if let Err(Ok(id)) = reply.send(outcome) {
-                    self.free_adapter(id);
-                }
+                // A caller that gave up drops the handle, unsent or unread: it frees the
+                // adapter at the next step.
+                let _ = reply.send(outcome);
             }
             Command::FreeAdapter(id) => self.free_adapter(id),
         }
@@ -273,14 +275,25 @@ impl<'m> Batcher<'m> {
         }
     }
 
-    /// The group that decodes this step: each group with running sequences in turn.
+    /// The group that decodes this step: the applied one while its turn lasts and it has
+    /// running sequences, else the next group with running sequences (round robin).
     fn next_group(&mut self) -> Option<u64> {
         let mut groups: Vec<Option<u64>> = self.running.iter().map(Sequence::group).collect();
         groups.sort_unstable();
         groups.dedup();
-        let group = groups[self.turn % groups.len()];
-        self.turn = self.turn.wrapping_add(1);
-        group
+        if groups.len() == 1 {
+            return groups[0];
+        }
+        if self.turn_left > 0 && groups.contains(&self.applied) {
+            self.turn_left -= 1;
+            return self.applied;
+        }
+        self.turn_left = TURN_STEPS - 1;
+        groups
+            .iter()
+            .copied()
+            .find(|g| *g > self.applied)
+            .unwrap_or(groups[0])
     }
 
     /// Makes the context apply `group`'s adapter (or none).
@@ -375,6 +388,8 @@ impl<'m> Batcher<'m> {
             }
             return;
         }
+        // Sequences of any group waiting for their next token bound the prefill too.
+        let streams_running = self.running.iter().any(|s| s.next.is_some());
         self.batch.clear();
         let mut decoding = 0;
         for seq in &mut self.running {
@@ -392,7 +407,7 @@ impl<'m> Batcher<'m> {
             }
         }
         let mut room = BATCH_TOKENS - decoding;
-        if decoding > 0 {
+        if streams_running {
             room = room.min(PREFILL_CHUNK);
         }
         for seq in &mut self.running {

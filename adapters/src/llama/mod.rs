@@ -176,11 +176,11 @@ impl LlamaCppBackend {
         self.commands
             .send(Command::LoadAdapter {
                 path: path.to_path_buf(),
+                commands: self.commands.clone(),
                 reply,
             })
             .map_err(|_| stopped())?;
-        let id = loaded.await.map_err(|_| stopped())??;
-        Ok(Arc::new(LoraHandle::new(id, self.commands.clone())))
+        Ok(Arc::new(loaded.await.map_err(|_| stopped())??))
     }
 
     /// Renders, tokenizes and queues `request`, decoded with `adapter` when one is given;

@@ -73,6 +73,13 @@ pub fn reencode(gguf: &Path, format: WeightFormat, threads: usize) -> Result<Opt
             format.as_str()
         )),
     };
+    // Made here, exclusively, so that the quantizer writes a file of ours (not one a link in
+    // the shared temporary folder points to).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&out.path)
+        .map_err(|e| EngineError::Load(format!("{}: {e}", out.path.display())))?;
     let c_path = |p: &Path| {
         CString::new(p.as_os_str().as_encoded_bytes())
             .map_err(|_| EngineError::Load(format!("{}: NUL in the path", p.display())))
