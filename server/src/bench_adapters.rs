@@ -266,6 +266,14 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
     let (adapter_engine, _) = registry.engine("bench").context("active adapter")?;
     let base_rate = decode_rate(&base, args.tokens).await?;
     let adapter_rate = decode_rate(&adapter_engine, args.tokens).await?;
+    // Two streams at once: both on the base (one group), or one base and one adapter (two
+    // groups taking turns, the adapter switched on and off).
+    let pair_rate = |a: Arc<dyn Backend>, b: Arc<dyn Backend>| async move {
+        let (x, y) = tokio::join!(decode_rate(&a, args.tokens), decode_rate(&b, args.tokens));
+        anyhow::Ok(x? + y?)
+    };
+    let same_group = pair_rate(base.clone(), base.clone()).await?;
+    let mixed_groups = pair_rate(base.clone(), adapter_engine.clone()).await?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
@@ -290,6 +298,10 @@ pub async fn run(args: BenchAdaptersArgs) -> anyhow::Result<()> {
         base_rate,
         adapter_rate,
         adapter_rate / base_rate
+    );
+    println!(
+        "two streams at once, decode tok/s summed: base + base {same_group:.2}, base + adapter {mixed_groups:.2} (mixed/same x{:.2})",
+        mixed_groups / same_group
     );
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
