@@ -15,10 +15,12 @@
 //! applied per step: llama.cpp applies one adapter set to a whole batch, so the sequences are
 //! grouped by their adapter (none is a group too) and the groups take turns of `TURN_STEPS`
 //! steps each, so no group starves another. A switch makes llama.cpp reserve its compute
-//! graph again (about one step's time here), hence turns of several steps rather than one. An adapter is freed once the last handle on it (the
-//! registry's and each sequence's) is gone.
+//! graph again (about one step's time here), hence turns of several steps rather than one.
+//! An adapter is freed once the last handle on it (the registry's and each sequence's) is
+//! gone.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -175,7 +177,8 @@ struct Batcher<'m> {
     batch: LlamaBatch<'static>,
     waiting: VecDeque<Job>,
     running: Vec<Sequence>,
-    free_ids: Vec<i32>,
+    /// Free sequence ids, lowest first (see `step` for why).
+    free_ids: BinaryHeap<Reverse<i32>>,
     /// A second handle on the model for `lora_adapter_init`, the one call the bindings take
     /// `&mut` for (it adds the adapter to the model's set). Never dropped: dropping it would
     /// free the model. Only this thread loads and frees adapters, and only this thread's
@@ -197,7 +200,7 @@ impl<'m> Batcher<'m> {
             batch: LlamaBatch::new(BATCH_TOKENS, 1),
             waiting: VecDeque::new(),
             running: Vec::new(),
-            free_ids: (0..settings.max_sequences as i32).rev().collect(),
+            free_ids: (0..settings.max_sequences as i32).map(Reverse).collect(),
             // SAFETY: `LlamaModel` is `#[repr(transparent)]` over its `llama_model` pointer;
             // the copy shares that pointer and, in `ManuallyDrop`, never frees it. The model
             // outlives the loop (the loop borrows it).
@@ -348,7 +351,7 @@ impl<'m> Batcher<'m> {
                     continue;
                 }
             };
-            let id = self.free_ids.pop().expect("checked above");
+            let Reverse(id) = self.free_ids.pop().expect("checked above");
             let output = Output::new(
                 job.events,
                 job.sampling.stop,
@@ -390,6 +393,11 @@ impl<'m> Batcher<'m> {
         }
         // Sequences of any group waiting for their next token bound the prefill too.
         let streams_running = self.running.iter().any(|s| s.next.is_some());
+        // With a cache per sequence, llama.cpp splits a batch into one compute per run of
+        // consecutive sequence ids, in batch order (`split_equal`, sequential): ids handed
+        // out lowest first and a batch in id order make that one compute, not one per
+        // sequence.
+        self.running.sort_unstable_by_key(|s| s.id);
         self.batch.clear();
         let mut decoding = 0;
         for seq in &mut self.running {
@@ -475,7 +483,7 @@ impl<'m> Batcher<'m> {
         let _ = self
             .context
             .clear_kv_cache_seq(Some(seq.id as u32), None, None);
-        self.free_ids.push(seq.id);
+        self.free_ids.push(Reverse(seq.id));
     }
 }
 
