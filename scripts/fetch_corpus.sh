@@ -18,8 +18,9 @@ if [ -f "$target/.complete" ]; then
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-(cd "$work" && { apt-get download git-doc >/dev/null 2>&1 || { $SUDO apt-get update -qq >&2 && apt-get download git-doc >&2; }; })
+# Debian 12's git 2.39.5 documentation; the sha256 is of the .deb.
+download_pinned_deb git-doc 1:2.39.5-0+deb12u3 \
+  3c89668a11053a6bafade3de1f611f4613db31e082af63f43d8c5b69ad8795ec "$work"
 dpkg-deb -x "$work"/git-doc_*.deb "$work/root"
 src="$work/root/usr/share/doc/git-doc"
 rm -rf "$target" && mkdir -p "$target"

@@ -15,8 +15,9 @@ if [ -f "$target/.complete" ] && "$bin/prometheus" --version >/dev/null 2>&1; th
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-(cd "$work" && { apt-get download prometheus >/dev/null 2>&1 || { $SUDO apt-get update -qq >&2 && apt-get download prometheus >&2; }; })
+# Debian 12's build; the sha256 is of the .deb.
+download_pinned_deb prometheus 2.42.0+ds-5+deb12u1 \
+  81d59a24fce84f7fbe97a45a4f2914b6a5881b5cd1db2a6a0e129e515e1a5f55 "$work"
 rm -rf "$target" && mkdir -p "$target"
 dpkg-deb -x "$work"/prometheus_*.deb "$target"
 "$bin/prometheus" --version >/dev/null

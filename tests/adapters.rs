@@ -484,3 +484,97 @@ async fn admin_api_and_swaps_under_load() {
         (404, Some("adapter_not_found"))
     );
 }
+
+/// Adapter state on disk: two names loaded from the same files share a folder that survives
+/// unloading one of them; an evicted generation's folder is deleted; a name whose generation
+/// does not come back at start stays listed with its error and saved, so an admin change
+/// saves the whole set and the next start tries it again.
+#[tokio::test]
+async fn adapter_folders_and_failed_recoveries_are_kept_as_long_as_they_are_needed() {
+    let work = adapter_scratch(false);
+    let engine = Arc::new(
+        LlamaCppBackend::load(LlamaConfig::new(model_path(), "base"))
+            .await
+            .unwrap(),
+    );
+    let registry = || {
+        let host = LlamaAdapterHost::new();
+        host.attach(engine.clone()).unwrap();
+        AdapterRegistry::new(registry_config(&work), Arc::new(host)).unwrap()
+    };
+    let first = registry();
+    let shared = first.load("x", Path::new("fmt-a")).await.unwrap();
+    assert_eq!(
+        first
+            .load("y", Path::new("fmt-a"))
+            .await
+            .unwrap()
+            .generation,
+        shared.generation
+    );
+    let shared_dir = work.generations().join(&shared.generation);
+    first.unload("x").unwrap();
+    assert!(shared_dir.is_dir(), "unloading x deleted y's folder");
+    assert!(first.engine("y").is_some());
+
+    // z: fmt-b, then fmt-c; with y that is 3 loaded, over max_resident 2: fmt-b is evicted
+    // and its folder goes.
+    let old = first.load("z", Path::new("fmt-b")).await.unwrap();
+    first.load("z", Path::new("fmt-c")).await.unwrap();
+    let z = first.list().into_iter().find(|a| a.name == "z").unwrap();
+    let evicted = z
+        .generations
+        .iter()
+        .find(|g| g.generation == old.generation)
+        .unwrap();
+    assert!(!evicted.resident, "{z:?}");
+    assert!(
+        !work.generations().join(&old.generation).exists(),
+        "the evicted generation's folder is still on disk"
+    );
+    assert!(shared_dir.is_dir());
+    drop(first);
+
+    // A restart brings both names back from their folders.
+    let second = registry();
+    let outcomes: HashMap<String, bool> = second
+        .recover()
+        .await
+        .into_iter()
+        .map(|(name, outcome)| (name, outcome.is_ok()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        HashMap::from([("y".into(), true), ("z".into(), true)])
+    );
+    drop(second);
+
+    // y's folder is damaged: it fails to come back, stays listed with its error, and an
+    // unload of z meanwhile saves y too, so the next start tries it again.
+    for file in std::fs::read_dir(&shared_dir).unwrap() {
+        std::fs::write(file.unwrap().path(), b"not a GGUF").unwrap();
+    }
+    let third = registry();
+    let outcomes: HashMap<String, bool> = third
+        .recover()
+        .await
+        .into_iter()
+        .map(|(name, outcome)| (name, outcome.is_ok()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        HashMap::from([("y".into(), false), ("z".into(), true)])
+    );
+    let y = third.list().into_iter().find(|a| a.name == "y").unwrap();
+    assert!(y.generations[0].error.is_some(), "{y:?}");
+    assert!(third.engine("y").is_none());
+    third.unload("z").unwrap();
+    drop(third);
+    let fourth = registry();
+    let names: Vec<String> = fourth.recover().await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["y"],
+        "the failed name was dropped from the saved set"
+    );
+}

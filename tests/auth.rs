@@ -11,6 +11,7 @@ use switchyard_tests::{chat_body, test_config, TestServer};
 const APP: &str = "sk-app-test-0123456789";
 const OPS: &str = "sk-ops-test-0123456789";
 const MON: &str = "sk-mon-test-0123456789";
+const TENANT_OPS: &str = "sk-acme-ops-test-0123456789";
 
 async fn send(request: RequestBuilder) -> (u16, Value) {
     let response = request.send().await.unwrap();
@@ -129,6 +130,93 @@ async fn a_server_without_keys_refuses_to_start_unless_auth_is_explicitly_off() 
     let err = refused.err().expect("no keys, auth on: refused");
     assert!(err.to_string().contains("no API keys"), "{err}");
     assert!(Server::bind(test_config()).await.is_ok());
+}
+
+#[tokio::test]
+async fn auth_off_serves_loopback_only_unless_the_insecure_flag_says_otherwise() {
+    let public = |insecure: bool| Config {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        insecure_allow_public_without_auth: insecure,
+        ..test_config()
+    };
+    let err = Server::bind(public(false))
+        .await
+        .err()
+        .expect("auth off on 0.0.0.0: refused");
+    assert!(
+        err.to_string()
+            .contains("insecure_allow_public_without_auth"),
+        "{err}"
+    );
+    assert!(Server::bind(public(true)).await.is_ok());
+    // Loopback with auth off is the local demo: allowed, IPv6 too.
+    let v6 = Config {
+        listen: "[::1]:0".parse().unwrap(),
+        ..test_config()
+    };
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        assert!(Server::bind(v6).await.is_ok());
+    }
+}
+
+/// Adapters serve every tenant, so a tenant-bound admin key may list them but not change
+/// them; an admin key bound to no tenant may.
+#[tokio::test(flavor = "multi_thread")]
+async fn adapter_changes_need_an_admin_key_bound_to_no_tenant() {
+    let adapter_root = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let keys = work.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        format!(
+            "[[keys]]\nname = \"ops\"\nkey = \"{OPS}\"\nscopes = [\"admin\"]\n\n\
+             [[keys]]\nname = \"acme-ops\"\nkey = \"{TENANT_OPS}\"\nscopes = [\"admin\"]\ntenant = \"acme\"\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_ready(Config {
+        auth_disabled: false,
+        api_keys_file: Some(keys),
+        adapters_enabled: true,
+        adapter_root: adapter_root.path().to_path_buf(),
+        adapter_work_dir: work.path().join("generations"),
+        ..test_config()
+    });
+    let client = Client::new();
+    let calls = |key: &str| {
+        vec![
+            client
+                .post(server.url("/v1/load_lora_adapter"))
+                .bearer_auth(key)
+                .json(&json!({"lora_name": "fmt", "lora_path": "missing"})),
+            client
+                .post(server.url("/v1/unload_lora_adapter"))
+                .bearer_auth(key)
+                .json(&json!({"lora_name": "fmt"})),
+            client
+                .post(server.url("/v1/lora_adapters/fmt/activate"))
+                .bearer_auth(key)
+                .json(&json!({"generation": "0123456789ab"})),
+        ]
+    };
+    for request in calls(TENANT_OPS) {
+        let (status, body) = send(request).await;
+        assert_eq!(status, 403, "{body}");
+        assert_error(&body, "permission_error", "global_admin_required");
+    }
+    // The global admin key reaches the registry (which refuses a missing adapter for its
+    // own reasons, never for the key).
+    for request in calls(OPS) {
+        let (status, body) = send(request).await;
+        assert!(matches!(status, 400 | 404), "{status} {body}");
+    }
+    let (status, body) = send(
+        client
+            .get(server.url("/v1/lora_adapters"))
+            .bearer_auth(TENANT_OPS),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Two tenants with overlapping content, each with keys bound to it: each key's documents

@@ -104,7 +104,8 @@ async fn converted_safetensors_match_the_gguf() {
         "agreeing tokens {same}/{total}; |Δ logprob| mean {mean:.4} max {max:.4} over {}",
         diffs.len()
     );
-    assert!(same * 10 >= total * 6, "{same}/{total} tokens agree");
+    // The README says 18 of 20 here; other CPUs round differently, so 17 of 20 is the floor.
+    assert!(same * 20 >= total * 17, "{same}/{total} tokens agree");
     assert!(mean < 0.05 && max < 0.25, "mean {mean}, max {max}");
     drop(converted);
 

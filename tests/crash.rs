@@ -3,9 +3,10 @@
 //!
 //! The server runs in a child process (this test binary re-run with the ignored
 //! `crash_child`), documents of the git corpus are upserted over HTTP one after another, and
-//! the child is killed with SIGKILL while an upsert is in flight. The index folder is then
-//! opened again (recovery runs) and every acknowledged document must be whole in the catalog,
-//! the BM25 index and the vector store; the one in flight must be whole or absent.
+//! the child is killed with SIGKILL while a replacement of one of them is being written to
+//! the indexes (the catalog shows it pending). The index folder is then opened again
+//! (recovery runs) and every acknowledged document must be whole in the catalog, the BM25
+//! index and the vector store, the replaced one at its acknowledged version.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -21,7 +22,7 @@ use switchyard_tests::{
     workspace_root, TestServer,
 };
 
-/// Documents sent before the kill, in order (sizes vary so kills land at different stages).
+/// Documents acknowledged before the kill, in order.
 fn documents() -> Vec<String> {
     let mut ids: Vec<String> = std::fs::read_dir(corpus_dir())
         .unwrap()
@@ -29,7 +30,7 @@ fn documents() -> Vec<String> {
         .filter(|n| n.starts_with("git-") && n.ends_with(".txt"))
         .collect();
     ids.sort();
-    ids.into_iter().take(12).collect()
+    ids.into_iter().take(6).collect()
 }
 
 /// Kills and reaps the child if the test fails before it does.
@@ -42,6 +43,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Whether `catalog.json` in `dir` shows `doc_id`'s change started and not committed: the
+/// indexes are being written.
+fn write_in_progress(dir: &std::path::Path, doc_id: &str) -> bool {
+    let Ok(bytes) = std::fs::read(dir.join("catalog.json")) else {
+        return false;
+    };
+    let Ok(catalog) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    catalog["documents"]
+        .as_object()
+        .into_iter()
+        .flat_map(|docs| docs.values())
+        .any(|entry| entry["doc_id"] == doc_id && entry["state"] == "pending")
+}
+
 #[test]
 fn kill_9_during_ingest_loses_no_acknowledged_document() {
     let index = tempfile::tempdir().unwrap();
@@ -49,35 +66,52 @@ fn kill_9_during_ingest_loses_no_acknowledged_document() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let docs = documents();
-    let (acknowledged, in_flight) = runtime.block_on(async {
+    // In flight at the kill: the first document replaced by the largest page of the corpus,
+    // so its index writes (hundreds of chunks) take long enough to be caught in the middle.
+    let replaced = docs[0].clone();
+    let replacement = corpus_text("user-manual.txt");
+    let acknowledged = runtime.block_on(async {
         let client = reqwest::Client::new();
         let mut acknowledged = Vec::new();
         for id in &docs {
-            let request = client
+            let response = client
                 .post(format!("{base}/v1/documents"))
                 .json(&json!({"id": id, "text": corpus_text(id)}))
-                .send();
-            if acknowledged.len() == 6 {
-                // Kill while this upsert is being chunked, embedded or written.
-                let pending = tokio::spawn(request);
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                child.0.kill().unwrap(); // SIGKILL
-                child.0.wait().unwrap();
-                let answer = pending.await.unwrap();
-                let acked = matches!(&answer, Ok(r) if r.status().is_success());
-                if acked {
-                    acknowledged.push(id.clone());
-                    return (acknowledged, None);
-                }
-                return (acknowledged, Some(id.clone()));
-            }
-            let response = request.await.unwrap();
+                .send()
+                .await
+                .unwrap();
             assert!(response.status().is_success(), "{}", response.status());
             acknowledged.push(id.clone());
         }
-        unreachable!("the child is killed before the documents run out")
+        let pending = tokio::spawn(
+            client
+                .post(format!("{base}/v1/documents"))
+                .json(&json!({"id": replaced, "text": replacement}))
+                .send(),
+        );
+        // Kill once the catalog says the indexes are being changed (marked pending, not yet
+        // committed): the kill lands during the write, not before or after it.
+        let started = std::time::Instant::now();
+        while !write_in_progress(index.path(), &replaced) {
+            assert!(
+                !pending.is_finished(),
+                "the upsert finished before the kill"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the write never started"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        let answer = pending.await.unwrap();
+        assert!(
+            !matches!(&answer, Ok(r) if r.status().is_success()),
+            "the replacement was acknowledged: the kill came after the write"
+        );
+        acknowledged
     });
-    assert!(acknowledged.len() >= 6);
 
     // Reopen the folder the killed server wrote: recovery runs, then every part must agree.
     runtime.block_on(async {
@@ -94,29 +128,32 @@ fn kill_9_during_ingest_loses_no_acknowledged_document() {
             .into_iter()
             .map(|d| d.id)
             .collect();
+        let mut sorted = acknowledged.clone();
+        sorted.sort();
+        let mut listed_sorted = listed.clone();
+        listed_sorted.sort();
+        assert_eq!(
+            listed_sorted, sorted,
+            "the index lists other documents than were acknowledged"
+        );
         for id in &acknowledged {
-            assert!(
-                listed.contains(id),
-                "acknowledged {id} lost; listed {listed:?}"
-            );
             let counts = store.document_counts("default", id).await.unwrap();
             assert!(counts.catalog > 0, "{id}: {counts:?}");
             assert_eq!(counts.bm25, counts.catalog, "{id}: {counts:?}");
             assert_eq!(counts.vectors, counts.catalog, "{id}: {counts:?}");
-            let chunk = store.chunk("default", &format!("{id}#0")).unwrap();
-            assert_eq!(
-                char_slice(&corpus_text(id), chunk.start, chunk.end),
-                chunk.text
-            );
+            // For the replaced document, the counts above are its previous version's: the
+            // replacement's half-written chunks (many more) were rolled back out of both
+            // indexes. Every chunk is the acknowledged text.
+            let text = corpus_text(id);
+            for n in 0..counts.catalog {
+                let chunk = store.chunk("default", &format!("{id}#{n}")).unwrap();
+                assert_eq!(
+                    char_slice(&text, chunk.start, chunk.end),
+                    chunk.text,
+                    "{id}#{n}"
+                );
+            }
         }
-        if let Some(id) = in_flight {
-            let counts = store.document_counts("default", &id).await.unwrap();
-            assert!(
-                counts.bm25 == counts.catalog && counts.vectors == counts.catalog,
-                "the document in flight is half there: {counts:?}"
-            );
-        }
-        assert!(listed.len() <= acknowledged.len() + 1);
     });
 }
 

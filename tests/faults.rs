@@ -7,6 +7,7 @@
 //! adapter load in `tests/crash.rs`; vector-store errors at the retriever in
 //! `retrieval/tests/ingest.rs`.)
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -85,9 +86,10 @@ async fn qdrant_down_or_silent_degrades_to_bm25_never_5xx() {
     drop(silent);
 }
 
-/// The embedder answers one call at a time: while a large batch holds it (here 4,000 texts
-/// embedded by the server's own embedder, as a big ingest would), a question's embedding
-/// waits past the retrieval stage timeout, and the question is answered from BM25 alone.
+/// The embedder answers one call at a time. A bulk call steps aside for short ones, so what
+/// makes a question wait is many short calls at once (here 24 threads embedding 4 texts at a
+/// time with the server's own embedder, as many questions and routings would): the question's
+/// embedding waits past the retrieval stage timeout, and it is answered from BM25 alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_embedder_degrades_to_bm25_with_hits() {
     let index = tempfile::tempdir().unwrap();
@@ -105,7 +107,7 @@ async fn a_busy_embedder_degrades_to_bm25_with_hits() {
 
     let embedder = server.state.retrieval().unwrap().embedder().clone();
     let page = corpus_text("git-rebase.txt");
-    let texts: Vec<String> = (0..4000)
+    let texts: Vec<String> = (0..24 * 40)
         .map(|i| {
             let at = (i * 97) % (page.len() - 600);
             let at = (at..).find(|&a| page.is_char_boundary(a)).unwrap();
@@ -113,7 +115,19 @@ async fn a_busy_embedder_degrades_to_bm25_with_hits() {
             page[at..end].to_string()
         })
         .collect();
-    let busy = tokio::task::spawn_blocking(move || embedder.embed(&texts).map(|v| v.len()));
+    let texts = Arc::new(texts);
+    let busy: Vec<_> = (0..24)
+        .map(|t| {
+            let (embedder, texts) = (embedder.clone(), texts.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut embedded = 0;
+                for piece in texts[t * 40..(t + 1) * 40].chunks(4) {
+                    embedded += embedder.embed(piece)?.len();
+                }
+                Ok::<_, retrieval::RetrievalError>(embedded)
+            })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (status, body) = post_chat(&server, &question(&model)).await;
     assert_eq!(status, 200, "{body}");
@@ -128,7 +142,11 @@ async fn a_busy_embedder_degrades_to_bm25_with_hits() {
         citations.iter().any(|c| c["doc_id"] == "git-stash.txt"),
         "BM25 still finds the page: {body}"
     );
-    assert_eq!(busy.await.unwrap().unwrap(), 4000);
+    let mut embedded = 0;
+    for task in busy {
+        embedded += task.await.unwrap().unwrap();
+    }
+    assert_eq!(embedded, 24 * 40);
     let metrics = scrape_metrics(&server).await;
     assert_eq!(
         metric_value(

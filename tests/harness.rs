@@ -415,3 +415,35 @@ pub async fn post_place_request(server: &TestServer, closed: bool) -> Value {
     );
     response
 }
+
+/// The intent router trained once per test binary on `router/data/routes.jsonl` with the real
+/// embedder (seeded, so every binary gets the same one); its folder.
+pub async fn trained_router() -> &'static std::path::Path {
+    use switchyard_server::routing::{train_router, TrainOptions};
+    static DIR: tokio::sync::OnceCell<(tempfile::TempDir, PathBuf)> =
+        tokio::sync::OnceCell::const_new();
+    &DIR.get_or_init(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("router");
+        let models = workspace_root().join("models");
+        let embedder =
+            retrieval::Embedder::load(&retrieval::EmbedderConfig::from_models_dir(&models))
+                .unwrap();
+        let report = train_router(
+            &embedder,
+            &workspace_root().join("router/data/routes.jsonl"),
+            &out,
+            &TrainOptions::default(),
+            &mut |_, _, _| {},
+        )
+        .unwrap();
+        assert!(
+            report.classifier.accuracy > 0.8,
+            "{}",
+            report.classifier.render("held out")
+        );
+        (dir, out)
+    })
+    .await
+    .1
+}

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchyard_server::Config;
-use switchyard_tests::{corpus_text, get_json, post_chat, rag_config, upsert_document, TestServer};
+use switchyard_tests::{
+    corpus_text, get_json, post_chat, rag_config, trained_router, upsert_document, TestServer,
+};
 
 /// A request the server must refuse: what to send and the status and code it must get.
 struct Case {
@@ -338,14 +340,35 @@ fn cases(model: &str, max_body: usize) -> Vec<Case> {
                 "document_not_found",
             )
         },
+        // Bodies not declared JSON: what a web page can send without a CORS preflight.
         Case {
             content_type: "text/plain",
             ..case(
                 "chat as text/plain",
                 chat_path,
-                chat(json!({"model": model, "messages": []})),
-                400,
-                "invalid_value",
+                chat(json!({"model": model, "messages": msg("hi")})),
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: "text/plain;charset=UTF-8",
+            ..case(
+                "a document as text/plain",
+                docs,
+                chat(json!({"id": "planted.txt", "text": "planted by a web page"})),
+                415,
+                "unsupported_media_type",
+            )
+        },
+        Case {
+            content_type: "application/x-www-form-urlencoded",
+            ..case(
+                "an adapter load as a form",
+                "/v1/load_lora_adapter",
+                chat(json!({"lora_name": "x", "lora_path": "x"})),
+                415,
+                "unsupported_media_type",
             )
         },
     ]
@@ -424,10 +447,124 @@ async fn hostile_requests_get_a_clear_4xx_and_change_nothing() {
     println!("{} hostile cases refused, nothing changed", cases.len());
 }
 
+/// What a page on another site can make a browser send to a local server with auth off:
+/// every write is refused, the preflight gets no CORS grant, and nothing changes. An origin
+/// in `cors_allowed_origins` is granted CORS and served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_web_page_cannot_write_through_the_browser() {
+    let index = tempfile::tempdir().unwrap();
+    let config = Config {
+        cors_allowed_origins: vec!["https://app.example.com".into()],
+        ..rag_config(index.path())
+    };
+    let model = config.model_id.clone();
+    let server = TestServer::start_ready(config);
+    server.wait_index_ready(Duration::from_secs(120));
+    let client = reqwest::Client::new();
+    let planted = json!({"id": "planted.txt", "text": "planted by a web page"}).to_string();
+    let adapter = json!({"lora_name": "evil", "lora_path": "evil"}).to_string();
+    // What the browser sends: path, body, headers.
+    type Attempt<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let attempts: Vec<Attempt> = vec![
+        // A fetch() with a JSON content type from another origin (the browser would preflight
+        // first; a page can also skip the preflight's answer with mode: "no-cors").
+        (
+            "/v1/documents",
+            &planted,
+            vec![
+                ("origin", "https://evil.example"),
+                ("content-type", "application/json"),
+                ("sec-fetch-site", "cross-site"),
+            ],
+        ),
+        // A form post or no-cors fetch: text/plain, the Origin is sent.
+        (
+            "/v1/documents",
+            &planted,
+            vec![
+                ("origin", "https://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+        ),
+        // Sandboxed iframes and file:// pages send `Origin: null`.
+        (
+            "/v1/load_lora_adapter",
+            &adapter,
+            vec![("origin", "null"), ("content-type", "application/json")],
+        ),
+        // A browser that sends Sec-Fetch-Site but no Origin.
+        (
+            "/v1/load_lora_adapter",
+            &adapter,
+            vec![
+                ("sec-fetch-site", "cross-site"),
+                ("content-type", "application/json"),
+            ],
+        ),
+    ];
+    for (path, body, headers) in &attempts {
+        let mut request = client.post(server.url(path)).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 403, "{path} {headers:?}: {answer}");
+        assert_eq!(answer["error"]["code"], "cross_site_request", "{answer}");
+    }
+    let (status, listed) = get_json(&server, "/v1/documents").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listed["data"],
+        json!([]),
+        "a page wrote to the index: {listed}"
+    );
+    // The preflight a hostile origin gets grants nothing; the allowed origin's is granted.
+    for (origin, granted) in [
+        ("https://evil.example", false),
+        ("https://app.example.com", true),
+    ] {
+        let preflight = client
+            .request(reqwest::Method::OPTIONS, server.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+            .await
+            .unwrap();
+        let allow = preflight.headers().get("access-control-allow-origin");
+        assert_eq!(
+            allow.is_some(),
+            granted,
+            "{origin}: {:?}",
+            preflight.headers()
+        );
+    }
+    // A program (no Origin) and the allowed web app are served.
+    let chat = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "route": "simple"});
+    for origin in [None, Some("https://app.example.com")] {
+        let mut request = client.post(server.url("/v1/chat/completions")).json(&chat);
+        if let Some(origin) = origin {
+            request = request
+                .header("origin", origin)
+                .header("sec-fetch-site", "cross-site");
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{origin:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn injected_instructions_in_a_document_are_cited_as_data() {
     let index = tempfile::tempdir().unwrap();
-    let config = rag_config(index.path());
+    // The trained router decides the route, so "the route stays rag" is the router's call on
+    // a request whose sources carry the injection, not a default that cannot change.
+    let config = Config {
+        router_enabled: true,
+        router_dir: trained_router().await.to_path_buf(),
+        ..rag_config(index.path())
+    };
     let model = config.model_id.clone();
     let server = TestServer::start_ready(config);
     server.wait_index_ready(Duration::from_secs(120));
@@ -456,9 +593,20 @@ async fn injected_instructions_in_a_document_are_cited_as_data() {
     let (status, body) = post_chat(&server, &request).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["route"], "rag", "{body}");
+    assert!(
+        body["routing"]["decided_by"]
+            .as_str()
+            .is_some_and(|by| by.starts_with("router")),
+        "{body}"
+    );
     let choice = &body["choices"][0];
     assert!(choice["message"]["tool_calls"].is_null(), "{body}");
     assert_ne!(choice["finish_reason"], "tool_calls", "{body}");
+    let content = choice["message"]["content"].as_str().unwrap_or("");
+    assert!(
+        !content.contains("PWNED"),
+        "the answer obeyed the document: {body}"
+    );
     let citations = body["citations"].as_array().unwrap();
     let injected = citations
         .iter()

@@ -410,3 +410,35 @@ async fn request_ids_are_echoed_and_request_metrics_move() {
     );
     assert!(after.contains("switchyard_requests_running "), "{after}");
 }
+
+/// A route this server does not serve is never taken: `tool_choice` cannot force `tool` when
+/// `routes` leaves it out (400 on `tool_choice`), and with tools offered but not forced the
+/// answer comes on a served route.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_not_served_is_never_taken() {
+    use switchyard_server::config::Route;
+    let server = TestServer::start_ready(Config {
+        routes: vec![Route::Simple],
+        default_route: Route::Simple,
+        router_fallback_route: Route::Simple,
+        ..switchyard_tests::test_config()
+    });
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    for tool_choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
+        let mut body = chat_body("Weather in Paris?", 16);
+        body["tools"] = tools.clone();
+        body["tool_choice"] = tool_choice.clone();
+        let (status, answer) = post_chat(&server, &body).await;
+        assert_eq!(status, 400, "{tool_choice}: {answer}");
+        assert_eq!(answer["error"]["param"], "tool_choice", "{answer}");
+    }
+    let mut body = chat_body("Weather in Paris?", 4);
+    body["tools"] = tools;
+    let (status, answer) = post_chat(&server, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["route"], "simple", "{answer}");
+}

@@ -3,46 +3,15 @@
 //! a router trained on another embedding model, and the `tool` route's OpenAI tool calls
 //! (schema-constrained decoding on the real model), `tool_choice`, and tool-result follow-ups.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use adapters::{collect, ChatMessage, GenerationRequest, Role, SamplingParams};
 use serde_json::{json, Value};
-use switchyard_server::routing::{train_router, TrainOptions};
 use switchyard_tests::{
-    metric_value, post_chat_with_headers, rag_config, scrape_metrics, stream_chat, workspace_root,
+    metric_value, post_chat_with_headers, rag_config, scrape_metrics, stream_chat, trained_router,
     TestServer,
 };
 use tokio::sync::OnceCell;
-
-/// A router trained once per test binary.
-async fn trained_router() -> &'static Path {
-    static DIR: OnceCell<(tempfile::TempDir, PathBuf)> = OnceCell::const_new();
-    &DIR.get_or_init(|| async {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("router");
-        let models = workspace_root().join("models");
-        let embedder =
-            retrieval::Embedder::load(&retrieval::EmbedderConfig::from_models_dir(&models))
-                .unwrap();
-        let report = train_router(
-            &embedder,
-            &workspace_root().join("router/data/routes.jsonl"),
-            &out,
-            &TrainOptions::default(),
-            &mut |_, _, _| {},
-        )
-        .unwrap();
-        assert!(
-            report.classifier.accuracy > 0.8,
-            "{}",
-            report.classifier.render("held out")
-        );
-        (dir, out)
-    })
-    .await
-    .1
-}
 
 struct Routed {
     server: TestServer,
@@ -473,4 +442,60 @@ async fn tools_without_additional_properties_get_declared_arguments_only() {
             assert!(choice["message"].get("tool_calls").is_none(), "{response}");
         }
     }
+}
+
+/// While a maximal `/v1/embeddings` call holds the embedder, a chat request's routing
+/// classification waits for one piece of it, not for the whole call.
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_does_not_wait_behind_a_maximal_embeddings_call() {
+    let index = tempfile::tempdir().unwrap();
+    let mut config = rag_config(index.path());
+    config.router_dir = trained_router().await.to_path_buf();
+    config.router_enabled = true;
+    let server = TestServer::start_ready(config);
+    server.wait_index_ready(Duration::from_secs(120));
+    let inputs: Vec<String> = (0..switchyard_server::handlers::embeddings::MAX_INPUTS)
+        .map(|i| format!("note {i} on git branches"))
+        .collect();
+    let bulk = {
+        let url = server.url("/v1/embeddings");
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let response = reqwest::Client::new()
+                .post(url)
+                .json(&json!({"model": "all-minilm-l6-v2", "input": inputs}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, _, body) = post_chat_with_headers(
+        &server,
+        &json!({"model": "smollm2-135m-instruct", "max_tokens": 2,
+                "messages": [{"role": "user", "content": "Thanks, that was helpful!"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !bulk.is_finished(),
+        "the embeddings call ended first: make it longer"
+    );
+    let metrics = scrape_metrics(&server).await;
+    let routing = metric_value(
+        &metrics,
+        "switchyard_router_classification_duration_seconds_sum",
+    );
+    let bulk = bulk.await.unwrap();
+    let decided_by = body["routing"]["decided_by"].as_str().unwrap();
+    assert!(
+        decided_by.starts_with("router") && decided_by != "router_timeout",
+        "{body}"
+    );
+    assert!(
+        Duration::from_secs_f64(routing) * 10 < bulk,
+        "routing took {routing} s beside an embeddings call of {bulk:?}"
+    );
 }

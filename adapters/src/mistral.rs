@@ -9,7 +9,9 @@
 //! each instance is leased to one request at a time. Parallelism comes from `instances`.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use mistralrs::{
     GgufModelBuilder, Model, ModelDType, RequestBuilder, Response, StopTokens, TextMessageRole,
@@ -54,7 +56,7 @@ struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(model) = self.model.take() {
-            self.pool.idle.lock().expect("pool lock").push(model);
+            self.pool.idle.lock().push(model);
         }
         // The permit is released after this, so a waiter always finds an idle instance.
     }
@@ -68,7 +70,7 @@ impl Pool {
             .acquire_owned()
             .await
             .map_err(|_| EngineError::Unavailable("engine pool closed".into()))?;
-        let model = self.idle.lock().expect("pool lock").pop();
+        let model = self.idle.lock().pop();
         Ok(Lease {
             model: Some(model.expect("a permit guarantees an idle instance")),
             pool: self.clone(),

@@ -6,17 +6,25 @@
 //! it, all in the background; only then does the name switch to the new generation,
 //! atomically. A request takes an `Arc` of the generation's backend when it starts (its
 //! lease), so requests in flight finish on the generation they started with, and what a
-//! generation holds is freed when the registry has evicted it and its last request ends. At
-//! most `max_resident` generations stay loaded: the least recently used inactive ones are
-//! evicted. Loads are serialised; a second concurrent load is refused.
+//! generation holds is freed when the registry has evicted it and its last request ends.
+//! Every name's active generation stays loaded; inactive ones stay while the loaded total is
+//! at most `max_resident`, the least recently used evicted first (so with more names than
+//! `max_resident`, exactly the active ones are loaded). An evicted generation's folder is
+//! deleted, unless another name serves the same files (names share a generation's folder,
+//! which goes when no name uses it). Loads are serialised; a second concurrent load is
+//! refused.
 //!
 //! Each change of what is active is saved (`active_set`) before it is acknowledged, and a
 //! generation's folder only appears, by rename, once complete: after a crash,
-//! [`AdapterRegistry::recover`] brings back the last acknowledged active set.
+//! [`AdapterRegistry::recover`] brings back the last acknowledged active set, under the load
+//! lock, keeping (listed with their error, saved, retried at the next start) the names that
+//! do not come back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -79,6 +87,10 @@ pub struct GenerationInfo {
     /// True while it is loaded and can serve.
     pub resident: bool,
     pub resident_bytes: u64,
+    /// Why the generation is not serving, when it failed to come back at start. It stays
+    /// listed and in the saved active set, so the next start tries it again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// An adapter name, as listed.
@@ -126,6 +138,15 @@ fn dir_bytes(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Whether any generation still loaded, or active, under any name lives in `dir`.
+fn dir_in_use(state: &State, dir: &Path) -> bool {
+    state.adapters.values().any(|(active, generations)| {
+        generations
+            .iter()
+            .any(|(id, g)| g.dir == dir && (g.engine.is_some() || id == active))
+    })
 }
 
 impl AdapterRegistry {
@@ -198,8 +219,9 @@ impl AdapterRegistry {
             loaded_at: now(),
             resident: true,
             resident_bytes: dir_bytes(&out),
+            error: None,
         };
-        let mut state = self.state.lock().expect("registry lock");
+        let mut state = self.state.lock();
         let previous = state.adapters.get(name).map(|(active, _)| active.clone());
         let entry = state
             .adapters
@@ -234,7 +256,7 @@ impl AdapterRegistry {
 
     /// A generation already known under `name`: make it active (reloading is then a no-op).
     fn activate_existing(&self, name: &str, generation: &str) -> Option<GenerationInfo> {
-        let mut state = self.state.lock().expect("registry lock");
+        let mut state = self.state.lock();
         let entry = state.adapters.get_mut(name)?;
         let known = entry.1.get(generation)?;
         // An evicted generation is rebuilt by a full load.
@@ -273,44 +295,71 @@ impl AdapterRegistry {
             .map_err(|e| RegistryError::Engine(format!("could not save the active adapters: {e}")))
     }
 
-    /// Brings back the saved active set: each name's generation is served from its folder. Returns each name with its outcome; a name that fails is left out (and out of
-    /// the next save).
+    /// Brings back the saved active set: each name's generation is served from its folder.
+    /// Returns each name with its outcome. Runs under the load lock (a load meanwhile is
+    /// `Busy`), and every saved name is in the registry from the start, so an admin change
+    /// made meanwhile saves the whole set; a name that fails stays listed with its error and
+    /// saved, and the next start tries it again.
     pub async fn recover(
         &self,
     ) -> Vec<(String, std::result::Result<GenerationInfo, RegistryError>)> {
+        let _loading = self.loading.lock().await;
         let set = match ActiveSet::read(&self.config.work_dir) {
             Ok(set) => set,
             Err(err) => return vec![("(active set)".to_string(), Err(err.into()))],
         };
-        let mut outcomes = Vec::new();
-        for (name, entry) in set.adapters {
-            let dir = self.config.work_dir.join(&entry.generation);
-            let engine = self.host.serve(&dir, &name).await;
-            let outcome = engine.map_err(RegistryError::from).map(|engine| {
+        {
+            let mut state = self.state.lock();
+            for (name, entry) in &set.adapters {
                 let info = GenerationInfo {
                     generation: entry.generation.clone(),
                     rank: entry.rank,
                     loaded_at: entry.loaded_at,
-                    resident: true,
-                    resident_bytes: dir_bytes(&dir),
+                    resident: false,
+                    resident_bytes: 0,
+                    error: Some("being recovered".into()),
                 };
-                let mut generations = HashMap::new();
-                generations.insert(
-                    entry.generation.clone(),
-                    Generation {
-                        info: info.clone(),
-                        dir,
-                        engine: Some(engine),
-                        last_used: Instant::now(),
-                    },
-                );
-                self.state
-                    .lock()
-                    .expect("registry lock")
+                let generation = Generation {
+                    info,
+                    dir: self.config.work_dir.join(&entry.generation),
+                    engine: None,
+                    last_used: Instant::now(),
+                };
+                state
                     .adapters
-                    .insert(name.clone(), (entry.generation.clone(), generations));
-                info
-            });
+                    .entry(name.clone())
+                    .or_insert_with(|| (entry.generation.clone(), HashMap::new()))
+                    .1
+                    .entry(entry.generation.clone())
+                    .or_insert(generation);
+            }
+        }
+        let mut outcomes = Vec::new();
+        for (name, entry) in set.adapters {
+            let dir = self.config.work_dir.join(&entry.generation);
+            let served = self.host.serve(&dir, &name).await;
+            let mut state = self.state.lock();
+            // Unloaded meanwhile: nothing to bring back.
+            let Some(generation) = state
+                .adapters
+                .get_mut(&name)
+                .and_then(|(_, gens)| gens.get_mut(&entry.generation))
+            else {
+                continue;
+            };
+            let outcome = match served {
+                Ok(engine) => {
+                    generation.engine = Some(engine);
+                    generation.info.resident = true;
+                    generation.info.resident_bytes = dir_bytes(&dir);
+                    generation.info.error = None;
+                    Ok(generation.info.clone())
+                }
+                Err(err) => {
+                    generation.info.error = Some(err.to_string());
+                    Err(RegistryError::from(err))
+                }
+            };
             outcomes.push((name, outcome));
         }
         outcomes
@@ -323,7 +372,7 @@ impl AdapterRegistry {
         generation: &str,
         expected: Option<&str>,
     ) -> std::result::Result<GenerationInfo, RegistryError> {
-        let mut state = self.state.lock().expect("registry lock");
+        let mut state = self.state.lock();
         let entry = state
             .adapters
             .get_mut(name)
@@ -357,7 +406,7 @@ impl AdapterRegistry {
 
     /// Removes `name` and all its generations; requests in flight finish on their instance.
     pub fn unload(&self, name: &str) -> std::result::Result<(), RegistryError> {
-        let mut state = self.state.lock().expect("registry lock");
+        let mut state = self.state.lock();
         let removed = state
             .adapters
             .remove(name)
@@ -366,16 +415,18 @@ impl AdapterRegistry {
             state.adapters.insert(name.to_string(), removed);
             return Err(err);
         }
-        drop(state);
         for generation in removed.1.values() {
-            let _ = std::fs::remove_dir_all(&generation.dir);
+            // The same files loaded under another name share the folder.
+            if !dir_in_use(&state, &generation.dir) {
+                let _ = std::fs::remove_dir_all(&generation.dir);
+            }
         }
         Ok(())
     }
 
     /// The active generation's engine for `name` (the caller's lease) and its id.
     pub fn engine(&self, name: &str) -> Option<(Arc<dyn Backend>, String)> {
-        let mut state = self.state.lock().expect("registry lock");
+        let mut state = self.state.lock();
         let entry = state.adapters.get_mut(name)?;
         let active = entry.0.clone();
         let generation = entry.1.get_mut(&active)?;
@@ -386,7 +437,7 @@ impl AdapterRegistry {
 
     /// Every adapter with its generations.
     pub fn list(&self) -> Vec<AdapterInfo> {
-        let state = self.state.lock().expect("registry lock");
+        let state = self.state.lock();
         let mut out: Vec<AdapterInfo> = state
             .adapters
             .iter()
@@ -436,6 +487,12 @@ impl AdapterRegistry {
                 generation.engine = None;
                 generation.info.resident = false;
                 generation.info.resident_bytes = 0;
+                // Never served again (a load of the same files rebuilds it): its files go,
+                // unless another name serves the same generation.
+                let dir = generation.dir.clone();
+                if !dir_in_use(state, &dir) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
                 tracing::info!(
                     adapter = name,
                     generation = id,

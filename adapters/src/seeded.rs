@@ -6,7 +6,7 @@
 //! engine logits where only that token is possible. The same seed and prompt then give the
 //! same output, whatever else the server is doing.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use mistralrs::{CustomLogitsProcessor, Tensor};
 
@@ -27,7 +27,7 @@ impl SeededSampler {
 
     /// SplitMix64: small, fast, and plenty for picking tokens.
     fn next_unit(&self) -> f64 {
-        let mut state = self.state.lock().expect("rng lock");
+        let mut state = self.state.lock();
         *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = *state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -5,8 +5,8 @@
 //! durable when it returns, so an acknowledged ingest survives a crash of the server.
 //! Every search is filtered by tenant inside the query, not after it.
 
+use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::Mutex;
 
 use tantivy::collector::TopDocs;
 use tantivy::directory::MmapDirectory;
@@ -134,7 +134,7 @@ impl Bm25Index {
     /// Deletes the document's chunks and adds `docs` in one commit; a failed add changes
     /// nothing.
     fn rewrite(&self, tenant: &str, doc_id: &str, docs: Vec<TantivyDocument>) -> Result<()> {
-        let mut writer = self.writer.lock().expect("bm25 writer lock");
+        let mut writer = self.writer.lock();
         writer.delete_term(Term::from_field_text(
             self.fields.doc_key,
             &doc_key(tenant, doc_id),

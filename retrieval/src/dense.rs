@@ -11,7 +11,9 @@
 //! our own lock.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use async_trait::async_trait;
 use qdrant_edge::external::serde_json::json;
@@ -98,7 +100,7 @@ impl DenseIndex {
             })
             .collect();
         let shard = &self.inner.shard;
-        let _guard = self.inner.writes.lock().expect("dense write lock");
+        let _guard = self.inner.writes.lock();
         shard
             .update(UpdateOperation::PointOperation(
                 PointOperations::DeletePointsByFilter(document_filter(tenant, doc_id)),

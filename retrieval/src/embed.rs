@@ -6,8 +6,10 @@
 //! wheel). `ort` panics when it cannot load the library, so the path is checked and loaded
 //! explicitly first, which turns a missing file into an error.
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
@@ -51,12 +53,21 @@ impl EmbedderConfig {
     }
 }
 
+/// Texts embedded per hold of the model: between pieces a bulk call lets short calls in.
+const PIECE: usize = 4;
+/// Calls of at most this many texts (queries, routing) go ahead of bulk calls.
+const SHORT_CALL: usize = PIECE;
+/// Longest a bulk call steps aside, per piece, for short calls waiting (so it never starves).
+const MAX_YIELD: Duration = Duration::from_millis(50);
+
 /// The embedding model's id, as `/v1/embeddings` and `/v1/models` name it.
 pub const EMBEDDING_MODEL_ID: &str = "all-minilm-l6-v2";
 
 /// A loaded embedding model; safe to share between threads.
 pub struct Embedder {
     model: Mutex<TextEmbedding>,
+    /// Short calls waiting for the model; bulk calls step aside while there are any.
+    short_waiting: AtomicUsize,
     batch_size: usize,
     model_sha256: String,
 }
@@ -101,6 +112,7 @@ impl Embedder {
             TextEmbedding::try_new_from_user_defined(model, options).map_err(embedder_error)?;
         Ok(Self {
             model: Mutex::new(model),
+            short_waiting: AtomicUsize::new(0),
             batch_size: config.batch_size.max(1),
             model_sha256,
         })
@@ -114,7 +126,7 @@ impl Embedder {
     /// Tokens of `text` for the embedding model (capped at its maximum length), used as the
     /// chunker's budget so chunks are never truncated when embedded.
     pub fn count_tokens(&self, text: &str) -> usize {
-        let model = self.model.lock().expect("embedder lock");
+        let model = self.model.lock();
         match model.tokenizer.encode(text, false) {
             Ok(encoding) => encoding.len(),
             // The tokenizer does not fail on text; fall back to the estimate if it ever does.
@@ -125,19 +137,54 @@ impl Embedder {
     /// Embeds texts in batches; one unit-length vector per text, in order.
     ///
     /// Texts are batched by length (a batch is padded to its longest text), then put back
-    /// in their order.
+    /// in their order. The model is shared fairly: a call of a few texts (a query, a routing
+    /// classification) waits at most for the piece of `PIECE` texts a bulk call (an ingest,
+    /// `/v1/embeddings`) is embedding, since bulk calls hold the model one piece at a time
+    /// and step aside between pieces while short calls wait.
     pub fn embed<S: AsRef<str> + Send + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        self.embed_cancellable(texts, &AtomicBool::new(false))
+    }
+
+    /// [`Embedder::embed`] that stops, with an error, at the next piece once `cancel` is set
+    /// (its caller gave up: a deadline passed), so abandoned work does not pile up.
+    pub fn embed_cancellable<S: AsRef<str> + Send + Sync>(
+        &self,
+        texts: &[S],
+        cancel: &AtomicBool,
+    ) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].as_ref().len());
         let sorted: Vec<&str> = order.iter().map(|&i| texts[i].as_ref()).collect();
-        let vectors = {
-            let mut model = self.model.lock().expect("embedder lock");
+        let vectors = if sorted.len() <= SHORT_CALL {
+            self.short_waiting.fetch_add(1, Ordering::SeqCst);
+            let mut model = self.model.lock();
+            self.short_waiting.fetch_sub(1, Ordering::SeqCst);
             model
                 .embed(&sorted, Some(self.batch_size))
                 .map_err(embedder_error)?
+        } else {
+            let mut vectors = Vec::with_capacity(sorted.len());
+            for piece in sorted.chunks(PIECE) {
+                let stepped_aside = Instant::now();
+                while self.short_waiting.load(Ordering::SeqCst) > 0
+                    && stepped_aside.elapsed() < MAX_YIELD
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(embedder_error("cancelled: the caller stopped waiting"));
+                }
+                let mut model = self.model.lock();
+                vectors.extend(
+                    model
+                        .embed(piece, Some(self.batch_size))
+                        .map_err(embedder_error)?,
+                );
+            }
+            vectors
         };
         let mut out = vec![Vec::new(); texts.len()];
         for (vector, &i) in vectors.into_iter().zip(&order) {
@@ -199,6 +246,55 @@ pub(crate) mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(diff < 1e-4, "max difference {diff}");
+    }
+
+    /// A short call made while a bulk call runs waits for one piece, not for the bulk call;
+    /// a cancelled bulk call stops.
+    #[test]
+    fn a_short_call_does_not_wait_for_a_bulk_call_and_a_cancelled_one_stops() {
+        let e = std::sync::Arc::new(embedder());
+        let texts: Vec<String> = (0..240)
+            .map(|i| format!("git documentation paragraph {i} about branches, merges and rebases"))
+            .collect();
+        let bulk = {
+            let (e, texts) = (e.clone(), texts.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                e.embed(&texts).unwrap();
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        e.embed(&["How do I stash my changes?"]).unwrap();
+        let short = started.elapsed();
+        assert!(
+            !bulk.is_finished(),
+            "the bulk call ended first: make it longer"
+        );
+        let bulk = bulk.join().unwrap();
+        assert!(
+            short * 10 < bulk,
+            "the short call took {short:?} while the bulk call took {bulk:?}"
+        );
+
+        let cancel = std::sync::Arc::new(AtomicBool::new(false));
+        let cancelled = {
+            let (e, cancel) = (e.clone(), cancel.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let result = e.embed_cancellable(&texts, &cancel);
+                (result.is_err(), started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.store(true, Ordering::SeqCst);
+        let (stopped, took) = cancelled.join().unwrap();
+        assert!(stopped, "the cancelled call ran to its end");
+        assert!(
+            took * 2 < bulk,
+            "it stopped at {took:?}, the whole call takes {bulk:?}"
+        );
     }
 
     #[test]

@@ -160,7 +160,6 @@ impl Ingestor {
             .store
             .catalog
             .lock()
-            .expect("catalog lock")
             .get(&doc.tenant, &doc.doc_id)
             .cloned();
         if let Some(entry) = &existing {
@@ -185,7 +184,7 @@ impl Ingestor {
             .prepare(&doc.doc_id, &doc.text, title, format, chunker)
             .await?;
         {
-            let mut catalog = self.store.catalog.lock().expect("catalog lock");
+            let mut catalog = self.store.catalog.lock();
             catalog.store_source(&sha256, &doc.text)?;
             catalog.put(
                 &doc.tenant,
@@ -210,7 +209,7 @@ impl Ingestor {
             return Err(err);
         }
         {
-            let mut catalog = self.store.catalog.lock().expect("catalog lock");
+            let mut catalog = self.store.catalog.lock();
             catalog.put(
                 &doc.tenant,
                 &doc.doc_id,
@@ -240,7 +239,6 @@ impl Ingestor {
             .store
             .catalog
             .lock()
-            .expect("catalog lock")
             .get(tenant, doc_id)
             .filter(|entry| entry.acknowledged().is_some())
             .cloned()
@@ -252,7 +250,7 @@ impl Ingestor {
             EntryState::Committed => Some(entry.current.clone()),
             EntryState::Pending { previous, .. } => previous.clone(),
         };
-        self.store.catalog.lock().expect("catalog lock").put(
+        self.store.catalog.lock().put(
             tenant,
             doc_id,
             Some(CatalogEntry {
@@ -267,7 +265,7 @@ impl Ingestor {
             self.roll_back(tenant, doc_id, previous).await;
             return Err(err);
         }
-        let mut catalog = self.store.catalog.lock().expect("catalog lock");
+        let mut catalog = self.store.catalog.lock();
         catalog.put(tenant, doc_id, None)?;
         if let Err(err) = catalog.collect_garbage() {
             tracing::warn!(error = %err, "index: could not remove unused sources");
@@ -277,7 +275,7 @@ impl Ingestor {
 
     /// Documents, ordered by tenant then id; one tenant's when `tenant` is given.
     pub fn list(&self, tenant: Option<&str>) -> Vec<DocumentInfo> {
-        let catalog = self.store.catalog.lock().expect("catalog lock");
+        let catalog = self.store.catalog.lock();
         catalog
             .entries()
             .filter(|e| tenant.is_none_or(|t| e.tenant == t))
@@ -287,7 +285,7 @@ impl Ingestor {
 
     /// One document.
     pub fn get(&self, tenant: &str, doc_id: &str) -> Option<DocumentInfo> {
-        let catalog = self.store.catalog.lock().expect("catalog lock");
+        let catalog = self.store.catalog.lock();
         catalog.get(tenant, doc_id).and_then(DocumentInfo::of)
     }
 

@@ -7,7 +7,9 @@
 //! is written back to both indexes, or the document is removed when it had none.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -119,11 +121,7 @@ impl IndexStore {
                 "index: put back documents whose change a crash cut short"
             );
         }
-        store
-            .catalog
-            .lock()
-            .expect("catalog lock")
-            .collect_garbage()?;
+        store.catalog.lock().collect_garbage()?;
         Ok(store)
     }
 
@@ -140,7 +138,6 @@ impl IndexStore {
         let catalog = self
             .catalog
             .lock()
-            .expect("catalog lock")
             .get(tenant, doc_id)
             .and_then(|e| e.acknowledged().map(|v| v.chunks.len()))
             .unwrap_or(0);
@@ -160,7 +157,7 @@ impl IndexStore {
 
     /// Documents and chunks acknowledged.
     pub fn stats(&self) -> IndexStats {
-        let catalog = self.catalog.lock().expect("catalog lock");
+        let catalog = self.catalog.lock();
         let mut stats = IndexStats {
             documents: 0,
             chunks: 0,
@@ -176,7 +173,7 @@ impl IndexStore {
     /// that cannot be put back now (a Qdrant server down) stays pending and is retried on the
     /// next write of that document or the next open; it is never listed or cited meanwhile.
     async fn recover(&self) -> Result<usize> {
-        let pending = self.catalog.lock().expect("catalog lock").pending();
+        let pending = self.catalog.lock().pending();
         let mut recovered = 0;
         for entry in &pending {
             let EntryState::Pending { previous, .. } = &entry.state else {
@@ -288,11 +285,7 @@ impl IndexStore {
     ) -> Result<()> {
         match previous {
             Some(version) => {
-                let text = self
-                    .catalog
-                    .lock()
-                    .expect("catalog lock")
-                    .source(&version.sha256)?;
+                let text = self.catalog.lock().source(&version.sha256)?;
                 let prepared = self
                     .prepare(
                         doc_id,
@@ -312,17 +305,11 @@ impl IndexStore {
                     },
                     state: EntryState::Committed,
                 };
-                self.catalog
-                    .lock()
-                    .expect("catalog lock")
-                    .put(tenant, doc_id, Some(entry))
+                self.catalog.lock().put(tenant, doc_id, Some(entry))
             }
             None => {
                 self.apply(tenant, doc_id, None).await?;
-                self.catalog
-                    .lock()
-                    .expect("catalog lock")
-                    .put(tenant, doc_id, None)
+                self.catalog.lock().put(tenant, doc_id, None)
             }
         }
     }
@@ -332,7 +319,7 @@ impl IndexStore {
         let (doc_id, index) = chunk_id.rsplit_once('#')?;
         let index: usize = index.parse().ok()?;
         let (version, text) = {
-            let catalog = self.catalog.lock().expect("catalog lock");
+            let catalog = self.catalog.lock();
             let version = catalog.get(tenant, doc_id)?.acknowledged()?.clone();
             let text = catalog.source(&version.sha256).ok()?;
             (version, text)

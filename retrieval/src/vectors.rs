@@ -195,14 +195,13 @@ pub(crate) mod tests {
         assert_ne!(point_id("t", "a.txt#0"), point_id("u", "a.txt#0"));
     }
 
-    /// Runs against a real Qdrant server when `QDRANT_URL` is set (e.g. `http://localhost:6334`);
-    /// no server can be installed on the project's machine, so CI skips it and says so.
+    /// Runs against a real Qdrant server (`QDRANT_URL`, e.g. `http://localhost:6334`). No
+    /// server can be installed on the project's machine, so it is ignored, and counted as
+    /// such; `scripts/test.sh` runs it when `QDRANT_URL` is set.
     #[tokio::test]
-    async fn qdrant_server_passes_the_conformance_test_when_qdrant_url_is_set() {
-        let Ok(url) = std::env::var("QDRANT_URL") else {
-            eprintln!("QDRANT_URL not set: skipping the Qdrant server test");
-            return;
-        };
+    #[ignore = "needs a Qdrant server: set QDRANT_URL (scripts/test.sh then runs it)"]
+    async fn qdrant_server_passes_the_conformance_test() {
+        let url = std::env::var("QDRANT_URL").expect("QDRANT_URL names the Qdrant server");
         let collection = format!("switchyard_test_{}", std::process::id());
         let store = crate::qdrant_server::QdrantServerIndex::connect(&url, &collection)
             .await

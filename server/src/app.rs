@@ -1,6 +1,7 @@
 //! The HTTP application: routes, body limit, and a [`Server`] that binds, loads the model and
 //! opens the document index in the background, and shuts down gracefully.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,9 +9,11 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use adapters::{AdapterHost, Backend, LlamaAdapterHost, LlamaConfig, LlamaCppBackend};
 
@@ -23,7 +26,6 @@ use crate::state::AppState;
 
 /// Builds the router over a state.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config().max_body_bytes;
     use axum::middleware::from_fn_with_state as guard;
     let inference = Router::new()
         .route("/v1/models", get(models::list))
@@ -47,21 +49,60 @@ pub fn router(state: AppState) -> Router {
     let metrics = Router::new()
         .route("/metrics", get(metrics::metrics))
         .route_layer(guard(state.clone(), auth::require_metrics));
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/openapi.json", get(openapi::openapi))
         .merge(inference)
         .merge(admin)
-        .merge(metrics)
+        .merge(metrics);
+    with_service_layers(routes, state)
+}
+
+/// What every route gets: the 404/405 fallbacks, the body limit, the cross-site guard, a 500
+/// for a handler that panics, request logging and metrics, and CORS when configured.
+pub fn with_service_layers(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config().max_body_bytes;
+    let cors = crate::cross_site::cors_layer(&state.config().cors_allowed_origins);
+    let panicked = state.clone();
+    let router = routes
         .fallback(|uri: Uri| async move { ApiError::NotFound(uri.path().to_string()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::observe::observe,
+            crate::cross_site::refuse_cross_site,
         ))
-        .with_state(state)
+        // Inside the logging layer, so a panic is logged and counted as the 500 it becomes.
+        .layer(CatchPanicLayer::custom(
+            move |payload: Box<dyn Any + Send>| {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_string());
+                // The panic's text stays in the log: it may name internals a client should not see.
+                tracing::error!(panic = %what, "a request handler panicked");
+                panicked
+                    .metrics()
+                    .panics_total
+                    .with_label_values::<&str>(&[])
+                    .inc();
+                ApiError::Internal(
+                    "a request handler panicked; the server log has the details".into(),
+                )
+                .into_response()
+            },
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::observe::observe,
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Loads the configured model with the configured engine; a llama.cpp engine is attached
@@ -111,6 +152,12 @@ fn api_keys(config: &Config) -> std::io::Result<Option<crate::auth::KeyStore>> {
     let keys = crate::auth::KeyStore::load(config.api_keys_file.as_deref(), from_env.as_deref())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     if config.auth_disabled {
+        if !config.listen.ip().is_loopback() && !config.insecure_allow_public_without_auth {
+            return Err(std::io::Error::other(format!(
+                "auth_disabled on {}, an address other machines can reach: every endpoint, admin included, would be open to them. Listen on 127.0.0.1, configure API keys, or set insecure_allow_public_without_auth = true",
+                config.listen
+            )));
+        }
         tracing::warn!(
             listen = %config.listen,
             "auth_disabled: no API key is checked; every endpoint is open to whoever reaches this address"
@@ -273,5 +320,46 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("the handler broke")
+    }
+
+    /// A handler that panics answers 500 in the OpenAI shape, is counted, and the server
+    /// goes on serving.
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_500_and_the_server_keeps_serving() {
+        let state = AppState::new(Config::default());
+        let routes = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }));
+        let app = with_service_layers(routes, state.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let response = client.get(format!("{base}/boom")).send().await.unwrap();
+            assert_eq!(response.status(), 500);
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "internal_error", "{body}");
+            assert_eq!(body["error"]["type"], "server_error", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(!message.contains("the handler broke"), "{body}");
+        }
+        let fine = client.get(format!("{base}/fine")).send().await.unwrap();
+        assert_eq!(fine.status(), 200);
+        let counted = state
+            .metrics()
+            .panics_total
+            .with_label_values::<&str>(&[])
+            .get();
+        assert_eq!(counted, 2);
     }
 }

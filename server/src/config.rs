@@ -220,6 +220,8 @@ pub struct Config {
     pub router_dir: PathBuf,
     /// Route taken when the router abstains (its confidence is below the route's threshold).
     pub router_fallback_route: Route,
+    /// Longest a routing classification may take; past it, `router_fallback_route` answers.
+    pub router_timeout_ms: u64,
     /// Who picks the tool when `tool_choice` does not name one.
     pub tool_selection: ToolSelection,
     /// The LoRA adapter API. On llama.cpp, adapters apply at runtime to the served GGUF; on
@@ -250,6 +252,13 @@ pub struct Config {
     pub auth_disabled: bool,
     /// `/metrics` needs a key with the `metrics` scope.
     pub metrics_auth: bool,
+    /// Let `auth_disabled` serve on an address other than loopback, where anyone who reaches
+    /// it may use every endpoint, admin included. Without this, `serve` refuses.
+    pub insecure_allow_public_without_auth: bool,
+    /// Web origins (`https://app.example.com`) whose pages may call this API from a browser:
+    /// CORS is answered for them, and their writes are not refused as cross-site. Empty: no
+    /// CORS, and every browser write from another site is 403.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -294,6 +303,7 @@ impl Default for Config {
             router_enabled: true,
             router_dir: PathBuf::from("models/router"),
             router_fallback_route: Route::Rag,
+            router_timeout_ms: 1000,
             tool_selection: ToolSelection::Embedding,
             adapters_enabled: true,
             adapter_base_dir: None,
@@ -306,6 +316,8 @@ impl Default for Config {
             api_keys_file: None,
             auth_disabled: false,
             metrics_auth: false,
+            insecure_allow_public_without_auth: false,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -392,6 +404,8 @@ pub struct ConfigArgs {
     pub router_dir: Option<PathBuf>,
     #[arg(long, env = "SWITCHYARD_ROUTER_FALLBACK_ROUTE", value_enum)]
     pub router_fallback_route: Option<Route>,
+    #[arg(long, env = "SWITCHYARD_ROUTER_TIMEOUT_MS")]
+    pub router_timeout_ms: Option<u64>,
     #[arg(long, env = "SWITCHYARD_TOOL_SELECTION", value_enum)]
     pub tool_selection: Option<ToolSelection>,
     #[arg(long, env = "SWITCHYARD_ADAPTERS_ENABLED")]
@@ -418,6 +432,11 @@ pub struct ConfigArgs {
     pub auth_disabled: Option<bool>,
     #[arg(long, env = "SWITCHYARD_METRICS_AUTH")]
     pub metrics_auth: Option<bool>,
+    #[arg(long, env = "SWITCHYARD_INSECURE_ALLOW_PUBLIC_WITHOUT_AUTH")]
+    pub insecure_allow_public_without_auth: Option<bool>,
+    /// Comma-separated origins, e.g. `https://app.example.com`.
+    #[arg(long, env = "SWITCHYARD_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
@@ -524,6 +543,7 @@ impl Config {
         set(&mut self.router_enabled, &args.router_enabled);
         set(&mut self.router_dir, &args.router_dir);
         set(&mut self.router_fallback_route, &args.router_fallback_route);
+        set(&mut self.router_timeout_ms, &args.router_timeout_ms);
         set(&mut self.tool_selection, &args.tool_selection);
         set(&mut self.adapters_enabled, &args.adapters_enabled);
         if args.adapter_base_dir.is_some() {
@@ -541,6 +561,11 @@ impl Config {
         }
         set(&mut self.auth_disabled, &args.auth_disabled);
         set(&mut self.metrics_auth, &args.metrics_auth);
+        set(
+            &mut self.insecure_allow_public_without_auth,
+            &args.insecure_allow_public_without_auth,
+        );
+        set(&mut self.cors_allowed_origins, &args.cors_allowed_origins);
         if let Some(pairs) = &args.startup_adapters {
             self.startup_adapters = pairs.iter().cloned().collect();
         }
@@ -574,6 +599,7 @@ impl Config {
             ("retrieval_candidates", self.retrieval_candidates),
             ("rag_top_k", self.rag_top_k),
             ("retrieval_timeout_ms", self.retrieval_timeout_ms as usize),
+            ("router_timeout_ms", self.router_timeout_ms as usize),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -623,6 +649,16 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "{name} `{}` is not in routes",
                     route.as_str()
+                )));
+            }
+        }
+        for origin in &self.cors_allowed_origins {
+            let scheme_host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            if !scheme_host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+                return Err(ConfigError::Invalid(format!(
+                    "cors_allowed_origins: `{origin}` is not an origin like `https://app.example.com` (scheme and host, no path, no `*`)"
                 )));
             }
         }

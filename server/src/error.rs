@@ -75,6 +75,14 @@ pub enum ApiError {
     Forbidden { key: String, scope: &'static str },
     #[error("the API key `{key}` is bound to another tenant than `{tenant}`")]
     TenantForbidden { key: String, tenant: String },
+    #[error("the API key `{key}` is bound to tenant `{tenant}`; adapters are shared by every tenant, so managing them needs an admin key bound to no tenant")]
+    GlobalAdminRequired { key: String, tenant: String },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    CrossSiteRequest(String),
+    #[error("the server failed while handling the request: {0}")]
+    Internal(String),
 }
 
 /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
@@ -134,6 +142,10 @@ impl ApiError {
             Unauthorized(_)           => (StatusCode::UNAUTHORIZED, "authentication_error", "invalid_api_key"),
             Forbidden { .. }          => (StatusCode::FORBIDDEN, "permission_error", "insufficient_scope"),
             TenantForbidden { .. }    => (StatusCode::FORBIDDEN, "permission_error", "tenant_forbidden"),
+            GlobalAdminRequired { .. } => (StatusCode::FORBIDDEN, "permission_error", "global_admin_required"),
+            UnsupportedMediaType(_)   => (StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID, "unsupported_media_type"),
+            CrossSiteRequest(_)       => (StatusCode::FORBIDDEN, "permission_error", "cross_site_request"),
+            Internal(_)               => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal_error"),
         }
     }
 
@@ -241,9 +253,129 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// One error of every kind, for checks against the table (the OpenAPI document, the README).
+/// The `match` has no wildcard, so a new variant does not compile until it is listed here.
+#[cfg(test)]
+pub(crate) fn one_of_each() -> Vec<ApiError> {
+    use ApiError::*;
+    let s = String::new;
+    let all = vec![
+        InvalidJson(s()),
+        InvalidRequest {
+            message: s(),
+            param: None,
+        },
+        MaxTokensExceeded {
+            requested: 0,
+            cap: 0,
+        },
+        ContextLengthExceeded(s()),
+        ModelNotFound(s()),
+        PayloadTooLarge { limit: 0 },
+        NotFound(s()),
+        MethodNotAllowed,
+        Overloaded {
+            limit: 0,
+            retry_after_secs: 0,
+        },
+        RateLimited {
+            key: s(),
+            retry_after_secs: 0,
+        },
+        DeadlineExceeded { secs: 0 },
+        NotReady,
+        ModelUnavailable(s()),
+        Engine(s()),
+        InvalidDocument(s()),
+        DocumentNotFound(s()),
+        IndexUnavailable(s()),
+        IndexWriteFailed(s()),
+        RetrievalUnavailable(s()),
+        Embedder(s()),
+        InvalidAdapter(s()),
+        AdapterNotFound(s()),
+        GenerationConflict(s()),
+        AdapterLoadInProgress(s()),
+        AdaptersDisabled,
+        Unauthorized(""),
+        Forbidden {
+            key: s(),
+            scope: "",
+        },
+        TenantForbidden {
+            key: s(),
+            tenant: s(),
+        },
+        GlobalAdminRequired {
+            key: s(),
+            tenant: s(),
+        },
+        UnsupportedMediaType(s()),
+        CrossSiteRequest(s()),
+        Internal(s()),
+    ];
+    for error in &all {
+        match error {
+            InvalidJson(_)
+            | InvalidRequest { .. }
+            | MaxTokensExceeded { .. }
+            | ContextLengthExceeded(_)
+            | ModelNotFound(_)
+            | PayloadTooLarge { .. }
+            | NotFound(_)
+            | MethodNotAllowed
+            | Overloaded { .. }
+            | RateLimited { .. }
+            | DeadlineExceeded { .. }
+            | NotReady
+            | ModelUnavailable(_)
+            | Engine(_)
+            | InvalidDocument(_)
+            | DocumentNotFound(_)
+            | IndexUnavailable(_)
+            | IndexWriteFailed(_)
+            | RetrievalUnavailable(_)
+            | Embedder(_)
+            | InvalidAdapter(_)
+            | AdapterNotFound(_)
+            | GenerationConflict(_)
+            | AdapterLoadInProgress(_)
+            | AdaptersDisabled
+            | Unauthorized(_)
+            | Forbidden { .. }
+            | TenantForbidden { .. }
+            | GlobalAdminRequired { .. }
+            | UnsupportedMediaType(_)
+            | CrossSiteRequest(_)
+            | Internal(_) => {}
+        }
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's error table lists every code with its status and type.
+    #[test]
+    fn the_readme_error_table_is_the_table() {
+        let readme = include_str!("../../README.md");
+        for error in one_of_each() {
+            let (status, kind, code) = error.spec();
+            let row = format!("| `{code}` | {} | `{kind}` |", status.as_u16());
+            assert!(readme.contains(&row), "README lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn every_variant_has_its_own_code() {
+        let all = one_of_each();
+        let mut codes: Vec<_> = all.iter().map(|e| e.spec().2).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len(), "two variants share a code");
+    }
 
     #[test]
     fn overload_carries_retry_after_and_openai_shape() {

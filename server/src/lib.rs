@@ -1,13 +1,15 @@
 //! Switchyard's HTTP server: the OpenAI-compatible API over the model layer.
 //!
-//! Data flows `app` (routes) → `extract` (JSON body) → `handlers` → `openai` (wire types and
-//! checks) → on the `rag` route `index` (the retrieval crate) and `rag` (sources in the prompt,
-//! citation markers) → `adapters::Backend` (the engine); failures on the way are
-//! `error::ApiError`, and `metrics` counts what happened.
+//! Data flows `app` (routes; `cross_site` refuses writes other sites send) → `extract` (JSON
+//! body) → `handlers` → `openai` (wire types and checks) → on the `rag` route `index` (the
+//! retrieval crate) and `rag` (sources in the prompt, citation markers) → `adapters::Backend`
+//! (the engine); failures on the way are `error::ApiError`, and `metrics` counts what
+//! happened.
 
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod cross_site;
 pub mod error;
 pub mod extract;
 pub mod format_eval;

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub requests_running: IntGauge,
     pub requests_waiting: IntGauge,
     pub rejections_total: IntCounterVec,
+    pub panics_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub adapter_operations_total: IntCounterVec,
     pub adapter_active_info: IntGaugeVec,
@@ -260,6 +261,11 @@ impl Metrics {
                 "switchyard_rejections_total",
                 "Requests refused, or stopped by a limit (deadline_exceeded), by reason",
                 &["reason"],
+            ),
+            panics_total: counter(
+                "switchyard_panics_total",
+                "Requests whose handler panicked, answered 500 internal_error",
+                &[],
             ),
             build_info: register(
                 &registry, &names,

@@ -3,8 +3,8 @@
 //! is refused with 429 `rate_limit_exceeded` and a `Retry-After` saying when a token will be
 //! there. Buckets live in memory, so a restart refills them.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// How fast a key may call.
@@ -43,7 +43,7 @@ impl RateLimiter {
 
     fn take_at(&self, key: &str, now: Instant) -> Result<(), u64> {
         let Rate { per_second, burst } = self.rate;
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        let mut buckets = self.buckets.lock();
         let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
             tokens: burst as f64,
             updated: now,

@@ -1,7 +1,9 @@
 //! Shared server state: configuration, the engine and the document index once they are
 //! loaded, metrics, and admission control.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -108,16 +110,16 @@ impl AppState {
 
     pub fn set_index_ready(&self, retrieval: Arc<Retrieval>) {
         self.0.metrics.set_index_stats(retrieval.store().stats());
-        *self.0.index.write().expect("index lock") = IndexStatus::Ready(retrieval);
+        *self.0.index.write() = IndexStatus::Ready(retrieval);
     }
 
     pub fn set_index_failed(&self, reason: String) {
-        *self.0.index.write().expect("index lock") = IndexStatus::Failed(reason);
+        *self.0.index.write() = IndexStatus::Failed(reason);
     }
 
     /// The document index, or why there is none.
     pub fn retrieval(&self) -> Result<Arc<Retrieval>> {
-        match &*self.0.index.read().expect("index lock") {
+        match &*self.0.index.read() {
             IndexStatus::Ready(retrieval) => Ok(retrieval.clone()),
             IndexStatus::Loading => Err(ApiError::IndexUnavailable("still loading".into())),
             IndexStatus::Disabled => Err(ApiError::IndexUnavailable(
@@ -129,7 +131,7 @@ impl AppState {
 
     /// `None` when retrieval is disabled, else whether the index is ready (or why not).
     pub fn index_readiness(&self) -> Option<Result<()>> {
-        match &*self.0.index.read().expect("index lock") {
+        match &*self.0.index.read() {
             IndexStatus::Disabled => None,
             IndexStatus::Ready(_) => Some(Ok(())),
             IndexStatus::Loading => Some(Err(ApiError::IndexUnavailable("still loading".into()))),
@@ -142,16 +144,16 @@ impl AppState {
     }
 
     pub fn set_ready(&self, backend: Arc<dyn Backend>) {
-        *self.0.engine.write().expect("engine lock") = EngineStatus::Ready(backend);
+        *self.0.engine.write() = EngineStatus::Ready(backend);
     }
 
     pub fn set_failed(&self, reason: String) {
-        *self.0.engine.write().expect("engine lock") = EngineStatus::Failed(reason);
+        *self.0.engine.write() = EngineStatus::Failed(reason);
     }
 
     /// The engine, or why there is none.
     pub fn backend(&self) -> Result<Arc<dyn Backend>> {
-        match &*self.0.engine.read().expect("engine lock") {
+        match &*self.0.engine.read() {
             EngineStatus::Ready(backend) => Ok(backend.clone()),
             EngineStatus::Loading => Err(ApiError::NotReady),
             EngineStatus::Failed(reason) => Err(ApiError::ModelUnavailable(reason.clone())),

@@ -269,7 +269,7 @@ async fn choose_route(
             .clone()
             .map(|router| (r.embedder().clone(), router))
     });
-    let (mut route, confidence, decided_by, predicted) = if let Some(route) = request.route {
+    let decision = if let Some(route) = request.route {
         if !config.routes.contains(&route) {
             return Err(ApiError::invalid(
                 format!("route `{}` is not served here", route.as_str()),
@@ -286,11 +286,25 @@ async fn choose_route(
     {
         let fallback = config.router_fallback_route;
         let query = query.to_string();
-        let (decision, took) = tokio::task::spawn_blocking(move || {
+        let classified = tokio::task::spawn_blocking(move || {
             classify(&embedder, &router, &query, fallback.as_str())
-        })
-        .await
-        .map_err(|e| ApiError::Embedder(e.to_string()))??;
+        });
+        // Past its deadline the fallback route answers; the classification still finishes
+        // (one short embedding, ahead of any bulk one), so nothing piles up.
+        let budget = Duration::from_millis(config.router_timeout_ms);
+        let Ok(joined) = tokio::time::timeout(budget, classified).await else {
+            state
+                .metrics()
+                .route_fallbacks_total
+                .with_label_values(&["router_timeout"])
+                .inc();
+            return finish_route(
+                state,
+                tools,
+                (fallback, 0.0, "router_timeout".to_string(), None),
+            );
+        };
+        let (decision, took) = joined.map_err(|e| ApiError::Embedder(e.to_string()))??;
         let metrics = state.metrics();
         metrics
             .router_classification_seconds
@@ -323,6 +337,16 @@ async fn choose_route(
     } else {
         decided(Route::Simple, "default")
     };
+    finish_route(state, tools, decision)
+}
+
+/// A decided route, checked against what the request and this server can serve.
+fn finish_route(
+    state: &AppState,
+    tools: &ToolSet,
+    (mut route, confidence, decided_by, predicted): (Route, f32, String, Option<String>),
+) -> Result<(Route, RoutingInfo)> {
+    let config = state.config();
     let mut fallback_reason = None;
     if route == Route::Tool && tools.mode == ToolMode::Off {
         let reason = if tools.tools.is_empty() {
@@ -341,6 +365,30 @@ async fn choose_route(
             "the route was tool but tool_choice is none; answered on simple".to_string()
         });
         route = Route::Simple;
+    }
+    // A route this server does not serve is never taken: forced by tool_choice it is the
+    // client's error; decided any other way, the default route answers, and says so.
+    if !config.routes.contains(&route) {
+        if decided_by == "tool_choice" {
+            return Err(ApiError::invalid(
+                format!(
+                    "tool_choice asks for a tool call, but the `tool` route is not served here (routes: {})",
+                    config.routes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                "tool_choice",
+            ));
+        }
+        state
+            .metrics()
+            .route_fallbacks_total
+            .with_label_values(&["route_not_served"])
+            .inc();
+        fallback_reason = Some(format!(
+            "the route was {} but it is not served here; answered on {}",
+            route.as_str(),
+            config.default_route.as_str()
+        ));
+        route = config.default_route;
     }
     Ok((
         route,

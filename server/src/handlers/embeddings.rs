@@ -1,4 +1,9 @@
-//! `POST /v1/embeddings` (OpenAI shape), served by the retrieval embedder.
+//! `POST /v1/embeddings` (OpenAI shape), served by the retrieval embedder, under the
+//! generations' admission (`max_in_flight`) and deadline (`request_timeout_secs`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
@@ -53,6 +58,15 @@ fn texts(input: &Value) -> Result<Vec<String>> {
     Ok(texts)
 }
 
+/// Tells the embedding to stop when the request is dropped (client gone, deadline passed).
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 pub async fn embeddings(
     State(state): State<AppState>,
     OpenAiJson(request): OpenAiJson<EmbeddingRequest>,
@@ -80,12 +94,29 @@ pub async fn embeddings(
     }
     let texts = texts(&request.input)?;
     let embedder = state.retrieval()?.embedder().clone();
-    let (vectors, tokens) = tokio::task::spawn_blocking(move || {
+    // Under the same admission as generations, and the same deadline: past it, or when the
+    // client goes away, the embedding stops at its next piece instead of running on.
+    let slot = state
+        .admit()
+        .inspect_err(|_| state.metrics().reject("overloaded"))?;
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = cancel.0.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let tokens: usize = texts.iter().map(|t| embedder.count_tokens(t)).sum();
-        embedder.embed(&texts).map(|v| (v, tokens))
-    })
-    .await
-    .map_err(|e| ApiError::Embedder(e.to_string()))??;
+        embedder
+            .embed_cancellable(&texts, &flag)
+            .map(|v| (v, tokens))
+    });
+    let secs = state.config().request_timeout_secs;
+    let (vectors, tokens) = match tokio::time::timeout(Duration::from_secs(secs), work).await {
+        Ok(joined) => joined.map_err(|e| ApiError::Embedder(e.to_string()))??,
+        Err(_) => {
+            state.metrics().reject("deadline_exceeded");
+            return Err(ApiError::DeadlineExceeded { secs });
+        }
+    };
+    drop(cancel);
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()

@@ -3,17 +3,22 @@
 //! {lora_name}`, `GET /v1/lora_adapters`, and `POST /v1/lora_adapters/{name}/activate
 //! {generation, expected_generation?}` (rollback / roll forward, compare-and-set: 409 when the
 //! active generation is not the expected one).
+//!
+//! Adapters are shared by every tenant (a request names one in `model`, whatever its tenant),
+//! so changing them is a global operation: a key bound to a tenant may list them, but load,
+//! unload and activate need an admin key bound to no tenant (403 `global_admin_required`).
 
 use std::path::PathBuf;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use adapters::RegistryError;
 
+use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 use crate::extract::OpenAiJson;
 use crate::state::AppState;
@@ -56,10 +61,20 @@ fn record<T>(state: &AppState, operation: &str, result: &std::result::Result<T, 
         .inc();
 }
 
+/// Refuses a caller whose key is bound to a tenant (auth off: no caller, allowed).
+fn require_global(caller: Option<Extension<Caller>>) -> Result<()> {
+    match caller.and_then(|Extension(c)| c.tenant.map(|t| (c.key_name, t))) {
+        Some((key, tenant)) => Err(ApiError::GlobalAdminRequired { key, tenant }),
+        None => Ok(()),
+    }
+}
+
 pub async fn load(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     OpenAiJson(body): OpenAiJson<LoadRequest>,
 ) -> Result<Json<Value>> {
+    require_global(caller)?;
     let registry = state.adapters()?.clone();
     let result = registry.load(&body.lora_name, &body.lora_path).await;
     record(&state, "load", &result);
@@ -125,8 +140,10 @@ pub async fn restore_adapters(state: AppState) {
 
 pub async fn unload(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     OpenAiJson(body): OpenAiJson<UnloadRequest>,
 ) -> Result<Json<Value>> {
+    require_global(caller)?;
     let result = state.adapters()?.unload(&body.lora_name);
     record(&state, "unload", &result);
     result?;
@@ -141,9 +158,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>> {
 
 pub async fn activate(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     name: std::result::Result<Path<String>, PathRejection>,
     OpenAiJson(body): OpenAiJson<ActivateRequest>,
 ) -> Result<Json<Value>> {
+    require_global(caller)?;
     let Path(name) = name.map_err(|e| ApiError::invalid(e.body_text(), "name"))?;
     let result =
         state
