@@ -485,6 +485,16 @@ async fn admin_api_and_swaps_under_load() {
     );
 }
 
+/// Each name the registry's recovery brought back (true) or not.
+async fn recovered(registry: &AdapterRegistry) -> HashMap<String, bool> {
+    registry
+        .recover()
+        .await
+        .into_iter()
+        .map(|(name, outcome)| (name, outcome.is_ok()))
+        .collect()
+}
+
 /// Adapter state on disk: two names loaded from the same files share a folder that survives
 /// unloading one of them; an evicted generation's folder is deleted; a name whose generation
 /// does not come back at start stays listed with its error and saved, so an admin change
@@ -537,14 +547,8 @@ async fn adapter_folders_and_failed_recoveries_are_kept_as_long_as_they_are_need
 
     // A restart brings both names back from their folders.
     let second = registry();
-    let outcomes: HashMap<String, bool> = second
-        .recover()
-        .await
-        .into_iter()
-        .map(|(name, outcome)| (name, outcome.is_ok()))
-        .collect();
     assert_eq!(
-        outcomes,
+        recovered(&second).await,
         HashMap::from([("y".into(), true), ("z".into(), true)])
     );
     drop(second);
@@ -555,14 +559,8 @@ async fn adapter_folders_and_failed_recoveries_are_kept_as_long_as_they_are_need
         std::fs::write(file.unwrap().path(), b"not a GGUF").unwrap();
     }
     let third = registry();
-    let outcomes: HashMap<String, bool> = third
-        .recover()
-        .await
-        .into_iter()
-        .map(|(name, outcome)| (name, outcome.is_ok()))
-        .collect();
     assert_eq!(
-        outcomes,
+        recovered(&third).await,
         HashMap::from([("y".into(), false), ("z".into(), true)])
     );
     let y = third.list().into_iter().find(|a| a.name == "y").unwrap();
