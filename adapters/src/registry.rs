@@ -140,6 +140,12 @@ fn dir_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Whether any generation still loaded, or active, under any name lives in `dir`.
 fn dir_in_use(state: &State, dir: &Path) -> bool {
     state.adapters.values().any(|(active, generations)| {
@@ -250,7 +256,9 @@ impl AdapterRegistry {
             }
             return Err(err);
         }
-        self.evict(&mut state);
+        let evicted = self.evict(&mut state);
+        drop(state);
+        remove_dirs(&evicted);
         Ok(info)
     }
 
@@ -415,12 +423,16 @@ impl AdapterRegistry {
             state.adapters.insert(name.to_string(), removed);
             return Err(err);
         }
-        for generation in removed.1.values() {
-            // The same files loaded under another name share the folder.
-            if !dir_in_use(&state, &generation.dir) {
-                let _ = std::fs::remove_dir_all(&generation.dir);
-            }
-        }
+        // The same files loaded under another name share the folder.
+        let unused: Vec<PathBuf> = removed
+            .1
+            .into_values()
+            .map(|g| g.dir)
+            .filter(|dir| !dir_in_use(&state, dir))
+            .collect();
+        // Deleted outside the lock every request's lookup takes (a merged model is large).
+        drop(state);
+        remove_dirs(&unused);
         Ok(())
     }
 
@@ -457,7 +469,9 @@ impl AdapterRegistry {
     }
 
     /// Drops the engines of the least recently used inactive generations beyond the budget.
-    fn evict(&self, state: &mut State) {
+    /// Returns the folders no longer needed, for the caller to delete outside the lock.
+    fn evict(&self, state: &mut State) -> Vec<PathBuf> {
+        let mut unused = Vec::new();
         loop {
             let resident: Vec<(String, String, Instant, bool)> = state
                 .adapters
@@ -470,14 +484,14 @@ impl AdapterRegistry {
                 })
                 .collect();
             if resident.len() <= self.config.max_resident.max(1) {
-                return;
+                return unused;
             }
             let Some((name, id, _, _)) = resident
                 .into_iter()
                 .filter(|(_, _, _, active)| !active)
                 .min_by_key(|(_, _, used, _)| *used)
             else {
-                return;
+                return unused;
             };
             if let Some(generation) = state
                 .adapters
@@ -491,7 +505,7 @@ impl AdapterRegistry {
                 // unless another name serves the same generation.
                 let dir = generation.dir.clone();
                 if !dir_in_use(state, &dir) {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    unused.push(dir);
                 }
                 tracing::info!(
                     adapter = name,
