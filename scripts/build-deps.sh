@@ -5,7 +5,9 @@
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
-compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || need+=(libclang-dev)
+# libclang itself (libclang.so / libclang-N.so), which bindgen loads; libclang-cpp, which other
+# packages bring, is not it.
+compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null || compgen -G "/usr/lib/*/libclang-[0-9]*.so*" >/dev/null || need+=(libclang-dev)
 command -v c++ >/dev/null || need+=(g++)
 # Not for compiling: scripts/fetch_models.py, which run.sh and the tests run next, downloads
 # with `python3 -m pip`.

@@ -4,7 +4,7 @@
 //! The server runs in a child process (this test binary re-run with the ignored
 //! `crash_child`), documents of the git corpus are upserted over HTTP one after another, and
 //! the child is killed with SIGKILL while a replacement of one of them is being written to
-//! the indexes (the catalog shows it pending). The index folder is then opened again
+//! the indexes (its metrics show the catalog entry pending). The index folder is then opened again
 //! (recovery runs) and every acknowledged document must be whole in the catalog, the BM25
 //! index and the vector store, the replaced one at its acknowledged version.
 
@@ -43,20 +43,16 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Whether `catalog.json` in `dir` shows `doc_id`'s change started and not committed: the
-/// indexes are being written.
-fn write_in_progress(dir: &std::path::Path, doc_id: &str) -> bool {
-    let Ok(bytes) = std::fs::read(dir.join("catalog.json")) else {
+/// Whether the server reports a document change being written to the indexes: its catalog
+/// entry is marked pending (a committed transaction) and not yet committed again.
+async fn write_in_progress(client: &reqwest::Client, base: &str) -> bool {
+    let Ok(response) = client.get(format!("{base}/metrics")).send().await else {
         return false;
     };
-    let Ok(catalog) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return false;
-    };
-    catalog["documents"]
-        .as_object()
-        .into_iter()
-        .flat_map(|docs| docs.values())
-        .any(|entry| entry["doc_id"] == doc_id && entry["state"] == "pending")
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("switchyard_index_pending_documents "))
+        .any(|value| value.trim().parse::<f64>().is_ok_and(|v| v >= 1.0))
 }
 
 #[test]
@@ -89,10 +85,10 @@ fn kill_9_during_ingest_loses_no_acknowledged_document() {
                 .json(&json!({"id": replaced, "text": replacement}))
                 .send(),
         );
-        // Kill once the catalog says the indexes are being changed (marked pending, not yet
-        // committed): the kill lands during the write, not before or after it.
+        // Kill once the server says the indexes are being changed (the catalog entry marked
+        // pending, not yet committed): the kill lands during the write, not before or after.
         let started = std::time::Instant::now();
-        while !write_in_progress(index.path(), &replaced) {
+        while !write_in_progress(&client, &base).await {
             assert!(
                 !pending.is_finished(),
                 "the upsert finished before the kill"
@@ -101,7 +97,7 @@ fn kill_9_during_ingest_loses_no_acknowledged_document() {
                 started.elapsed() < Duration::from_secs(120),
                 "the write never started"
             );
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         child.0.kill().unwrap(); // SIGKILL
         child.0.wait().unwrap();

@@ -270,6 +270,8 @@ async fn documents_api_upserts_lists_skips_replaces_and_deletes() {
     )
     .await;
     assert_eq!((status, deleted["deleted"].clone()), (200, json!(true)));
+    // The tenant it was deleted in, so a client (and the OpenAPI link to GET) can check it.
+    assert_eq!(deleted["tenant"], json!(tenant));
     let (status, gone) = get_json(
         server,
         &format!("/v1/documents/howto/notes.md?tenant={tenant}"),

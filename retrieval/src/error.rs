@@ -27,6 +27,8 @@ pub enum RetrievalError {
     Router(String),
     #[error("no retriever answered: {0}")]
     Unavailable(String),
+    #[error("catalog store: {0}")]
+    Catalog(String),
     #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]
     IncompatibleIndex { path: String, reason: String },
 }

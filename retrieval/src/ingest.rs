@@ -5,7 +5,8 @@
 //! written yet), store the source, mark the catalog entry pending, write vectors then BM25,
 //! commit the entry. A failure after the pending mark puts the previous version back in both
 //! indexes before the error is returned; a crash there is undone the same way on the next
-//! open. Writes are serialised: one document at a time.
+//! open. Writes are serialised: one document at a time. Each catalog step is one small
+//! transaction (see [`crate::catalog`]), so searches never wait for a write.
 
 use serde::{Deserialize, Serialize};
 
@@ -156,12 +157,7 @@ impl Ingestor {
         let chunker = self.store.chunker;
 
         let _writing = self.writes.lock().await;
-        let existing = self
-            .store
-            .catalog
-            .lock()
-            .get(&doc.tenant, &doc.doc_id)
-            .cloned();
+        let existing = self.store.catalog.get(&doc.tenant, &doc.doc_id);
         if let Some(entry) = &existing {
             let same = entry.state == EntryState::Committed
                 && entry.current.sha256 == sha256
@@ -183,23 +179,20 @@ impl Ingestor {
             .store
             .prepare(&doc.doc_id, &doc.text, title, format, chunker)
             .await?;
-        {
-            let mut catalog = self.store.catalog.lock();
-            catalog.store_source(&sha256, &doc.text)?;
-            catalog.put(
-                &doc.tenant,
-                &doc.doc_id,
-                Some(CatalogEntry {
-                    tenant: doc.tenant.clone(),
-                    doc_id: doc.doc_id.clone(),
-                    current: prepared.version.clone(),
-                    state: EntryState::Pending {
-                        previous: previous.clone(),
-                        deleting: false,
-                    },
-                }),
-            )?;
-        }
+        self.store.catalog.put(
+            &doc.tenant,
+            &doc.doc_id,
+            Some(CatalogEntry {
+                tenant: doc.tenant.clone(),
+                doc_id: doc.doc_id.clone(),
+                current: prepared.version.clone(),
+                state: EntryState::Pending {
+                    previous: previous.clone(),
+                    deleting: false,
+                },
+            }),
+            Some(&doc.text),
+        )?;
         if let Err(err) = self
             .store
             .apply(&doc.tenant, &doc.doc_id, Some(&prepared))
@@ -208,22 +201,17 @@ impl Ingestor {
             self.roll_back(&doc.tenant, &doc.doc_id, previous).await;
             return Err(err);
         }
-        {
-            let mut catalog = self.store.catalog.lock();
-            catalog.put(
-                &doc.tenant,
-                &doc.doc_id,
-                Some(CatalogEntry {
-                    tenant: doc.tenant.clone(),
-                    doc_id: doc.doc_id.clone(),
-                    current: prepared.version.clone(),
-                    state: EntryState::Committed,
-                }),
-            )?;
-            if let Err(err) = catalog.collect_garbage() {
-                tracing::warn!(error = %err, "index: could not remove unused sources");
-            }
-        }
+        self.store.catalog.put(
+            &doc.tenant,
+            &doc.doc_id,
+            Some(CatalogEntry {
+                tenant: doc.tenant.clone(),
+                doc_id: doc.doc_id.clone(),
+                current: prepared.version.clone(),
+                state: EntryState::Committed,
+            }),
+            None,
+        )?;
         let status = if existing.is_some() {
             IngestStatus::Updated
         } else {
@@ -238,10 +226,8 @@ impl Ingestor {
         let entry = self
             .store
             .catalog
-            .lock()
             .get(tenant, doc_id)
             .filter(|entry| entry.acknowledged().is_some())
-            .cloned()
             .ok_or_else(|| RetrievalError::DocumentNotFound {
                 doc_id: doc_id.to_string(),
             })?;
@@ -250,7 +236,7 @@ impl Ingestor {
             EntryState::Committed => Some(entry.current.clone()),
             EntryState::Pending { previous, .. } => previous.clone(),
         };
-        self.store.catalog.lock().put(
+        self.store.catalog.put(
             tenant,
             doc_id,
             Some(CatalogEntry {
@@ -258,35 +244,35 @@ impl Ingestor {
                     previous: previous.clone(),
                     deleting: true,
                 },
-                ..entry.clone()
+                ..(*entry).clone()
             }),
+            None,
         )?;
         if let Err(err) = self.store.apply(tenant, doc_id, None).await {
             self.roll_back(tenant, doc_id, previous).await;
             return Err(err);
         }
-        let mut catalog = self.store.catalog.lock();
-        catalog.put(tenant, doc_id, None)?;
-        if let Err(err) = catalog.collect_garbage() {
-            tracing::warn!(error = %err, "index: could not remove unused sources");
-        }
+        self.store.catalog.put(tenant, doc_id, None, None)?;
         Ok(info)
     }
 
     /// Documents, ordered by tenant then id; one tenant's when `tenant` is given.
     pub fn list(&self, tenant: Option<&str>) -> Vec<DocumentInfo> {
-        let catalog = self.store.catalog.lock();
-        catalog
+        self.store
+            .catalog
             .entries()
+            .iter()
             .filter(|e| tenant.is_none_or(|t| e.tenant == t))
-            .filter_map(DocumentInfo::of)
+            .filter_map(|e| DocumentInfo::of(e))
             .collect()
     }
 
     /// One document.
     pub fn get(&self, tenant: &str, doc_id: &str) -> Option<DocumentInfo> {
-        let catalog = self.store.catalog.lock();
-        catalog.get(tenant, doc_id).and_then(DocumentInfo::of)
+        self.store
+            .catalog
+            .get(tenant, doc_id)
+            .and_then(|e| DocumentInfo::of(&e))
     }
 
     async fn roll_back(&self, tenant: &str, doc_id: &str, previous: Option<DocumentVersion>) {

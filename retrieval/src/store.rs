@@ -1,15 +1,13 @@
 //! The index folder as one unit: catalog + sources, the BM25 index, the vector store and the
 //! embedder, kept consistent with each other.
 //!
-//! Layout under the index folder: `catalog.json`, `sources/`, `bm25/` (tantivy) and
-//! `vectors/` (qdrant-edge; unused with a Qdrant server). Opening the folder recovers any
+//! Layout under the index folder: `catalog.redb` (entries, sources, chunk texts), `bm25/`
+//! (tantivy) and `vectors/` (qdrant-edge; unused with a Qdrant server). Opening the folder recovers any
 //! change a crash cut short (see [`crate::catalog`]): the previous version of that document
 //! is written back to both indexes, or the document is removed when it had none.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -61,13 +59,18 @@ pub struct DocumentCounts {
 /// Documents and chunks in the catalog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct IndexStats {
+    /// Acknowledged documents.
     pub documents: usize,
+    /// Their chunks.
     pub chunks: usize,
+    /// Documents whose change is being written to the indexes, or whose rollback failed
+    /// and waits for a retry (a count that stays above 0 needs an operator).
+    pub pending: usize,
 }
 
 /// The opened index folder.
 pub struct IndexStore {
-    pub(crate) catalog: Mutex<Catalog>,
+    pub(crate) catalog: Catalog,
     pub(crate) bm25: Arc<Bm25Index>,
     pub(crate) vectors: Arc<dyn VectorStore>,
     pub(crate) embedder: Arc<Embedder>,
@@ -108,7 +111,7 @@ impl IndexStore {
         let bm25_dir = config.dir.join("bm25");
         let bm25 = blocking(move || Bm25Index::open(&bm25_dir)).await?;
         let store = Self {
-            catalog: Mutex::new(catalog),
+            catalog,
             bm25: Arc::new(bm25),
             vectors,
             embedder,
@@ -121,7 +124,6 @@ impl IndexStore {
                 "index: put back documents whose change a crash cut short"
             );
         }
-        store.catalog.lock().collect_garbage()?;
         Ok(store)
     }
 
@@ -137,7 +139,6 @@ impl IndexStore {
     pub async fn document_counts(&self, tenant: &str, doc_id: &str) -> Result<DocumentCounts> {
         let catalog = self
             .catalog
-            .lock()
             .get(tenant, doc_id)
             .and_then(|e| e.acknowledged().map(|v| v.chunks.len()))
             .unwrap_or(0);
@@ -157,14 +158,19 @@ impl IndexStore {
 
     /// Documents and chunks acknowledged.
     pub fn stats(&self) -> IndexStats {
-        let catalog = self.catalog.lock();
         let mut stats = IndexStats {
             documents: 0,
             chunks: 0,
+            pending: 0,
         };
-        for version in catalog.entries().filter_map(|e| e.acknowledged()) {
-            stats.documents += 1;
-            stats.chunks += version.chunks.len();
+        for entry in self.catalog.entries() {
+            if matches!(entry.state, EntryState::Pending { .. }) {
+                stats.pending += 1;
+            }
+            if let Some(version) = entry.acknowledged() {
+                stats.documents += 1;
+                stats.chunks += version.chunks.len();
+            }
         }
         stats
     }
@@ -173,7 +179,7 @@ impl IndexStore {
     /// that cannot be put back now (a Qdrant server down) stays pending and is retried on the
     /// next write of that document or the next open; it is never listed or cited meanwhile.
     async fn recover(&self) -> Result<usize> {
-        let pending = self.catalog.lock().pending();
+        let pending = self.catalog.pending();
         let mut recovered = 0;
         for entry in &pending {
             let EntryState::Pending { previous, .. } = &entry.state else {
@@ -285,7 +291,7 @@ impl IndexStore {
     ) -> Result<()> {
         match previous {
             Some(version) => {
-                let text = self.catalog.lock().source(&version.sha256)?;
+                let text = self.catalog.source(&version.sha256)?;
                 let prepared = self
                     .prepare(
                         doc_id,
@@ -305,26 +311,30 @@ impl IndexStore {
                     },
                     state: EntryState::Committed,
                 };
-                self.catalog.lock().put(tenant, doc_id, Some(entry))
+                self.catalog.put(tenant, doc_id, Some(entry), Some(&text))
             }
             None => {
                 self.apply(tenant, doc_id, None).await?;
-                self.catalog.lock().put(tenant, doc_id, None)
+                self.catalog.put(tenant, doc_id, None, None)
             }
         }
     }
 
-    /// The chunk `chunk_id` of `tenant`, with its text sliced from the stored source.
+    /// The chunk `chunk_id` of `tenant`, with its exact text (one small read of the catalog
+    /// store, not the whole source).
     pub fn chunk(&self, tenant: &str, chunk_id: &str) -> Option<ChunkRecord> {
         let (doc_id, index) = chunk_id.rsplit_once('#')?;
         let index: usize = index.parse().ok()?;
-        let (version, text) = {
-            let catalog = self.catalog.lock();
-            let version = catalog.get(tenant, doc_id)?.acknowledged()?.clone();
-            let text = catalog.source(&version.sha256).ok()?;
-            (version, text)
-        };
+        let entry = self.catalog.get(tenant, doc_id)?;
+        let version = entry.acknowledged()?;
         let span = version.chunks.get(index)?;
+        let text = match self.catalog.chunk_text(&version.sha256, span) {
+            Ok(text) => text?,
+            Err(err) => {
+                tracing::error!(tenant, chunk_id, error = %err, "index: cannot read a chunk's text");
+                return None;
+            }
+        };
         Some(ChunkRecord {
             chunk_id: chunk_id.to_string(),
             doc_id: doc_id.to_string(),
@@ -332,11 +342,7 @@ impl IndexStore {
             section: span.section.clone(),
             start: span.start,
             end: span.end,
-            text: text
-                .chars()
-                .skip(span.start)
-                .take(span.end - span.start)
-                .collect(),
+            text,
         })
     }
 }

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub retrieval_failures_total: IntCounterVec,
     pub index_documents: IntGauge,
     pub index_chunks: IntGauge,
+    pub index_pending: IntGauge,
     pub ingest_total: IntCounterVec,
     pub route_total: IntCounterVec,
     pub router_abstentions_total: IntCounterVec,
@@ -149,6 +150,10 @@ impl Metrics {
             ),
             index_documents: gauge("switchyard_index_documents", "Documents in the index"),
             index_chunks: gauge("switchyard_index_chunks", "Chunks in the index"),
+            index_pending: gauge(
+                "switchyard_index_pending_documents",
+                "Documents whose change is being written to the indexes or waits for a rollback retry",
+            ),
             ingest_total: counter(
                 "switchyard_ingest_documents_total",
                 "Document upserts and deletes by outcome",
@@ -372,6 +377,7 @@ impl Metrics {
     pub fn set_index_stats(&self, stats: IndexStats) {
         self.index_documents.set(stats.documents as i64);
         self.index_chunks.set(stats.chunks as i64);
+        self.index_pending.set(stats.pending as i64);
     }
 
     /// Counts `gauge` up now and down when the returned guard drops, so early returns and

@@ -145,7 +145,7 @@ pub async fn delete(
             record(&state, "delete", "deleted");
             state.metrics().set_index_stats(retrieval.store().stats());
             Ok(Json(
-                json!({"id": info.id, "object": "document", "deleted": true, "chunks": info.chunks}),
+                json!({"tenant": info.tenant, "id": info.id, "object": "document", "deleted": true, "chunks": info.chunks}),
             ))
         }
         Err(err) => {

@@ -13,6 +13,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics
         .requests_running
         .set((state.in_flight() as i64 - waiting).max(0));
+    if let Ok(retrieval) = state.retrieval() {
+        metrics.set_index_stats(retrieval.store().stats());
+    }
     if let Ok(registry) = state.adapters() {
         state.metrics().set_adapters(&registry.list());
     }
