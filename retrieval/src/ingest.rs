@@ -179,20 +179,24 @@ impl Ingestor {
             .store
             .prepare(&doc.doc_id, &doc.text, title, format, chunker)
             .await?;
-        self.store.catalog.put(
-            &doc.tenant,
-            &doc.doc_id,
-            Some(CatalogEntry {
+        // The pending mark (with the source and its chunk texts), then, once both indexes
+        // hold the new version, the commit.
+        let put = |state: EntryState, source: Option<&str>| {
+            let entry = CatalogEntry {
                 tenant: doc.tenant.clone(),
                 doc_id: doc.doc_id.clone(),
                 current: prepared.version.clone(),
-                state: EntryState::Pending {
-                    previous: previous.clone(),
-                    deleting: false,
-                },
-            }),
-            Some(&doc.text),
-        )?;
+                state,
+            };
+            self.store
+                .catalog
+                .put(&doc.tenant, &doc.doc_id, Some(entry), source)
+        };
+        let pending = EntryState::Pending {
+            previous: previous.clone(),
+            deleting: false,
+        };
+        put(pending, Some(&doc.text))?;
         if let Err(err) = self
             .store
             .apply(&doc.tenant, &doc.doc_id, Some(&prepared))
@@ -201,17 +205,7 @@ impl Ingestor {
             self.roll_back(&doc.tenant, &doc.doc_id, previous).await;
             return Err(err);
         }
-        self.store.catalog.put(
-            &doc.tenant,
-            &doc.doc_id,
-            Some(CatalogEntry {
-                tenant: doc.tenant.clone(),
-                doc_id: doc.doc_id.clone(),
-                current: prepared.version.clone(),
-                state: EntryState::Committed,
-            }),
-            None,
-        )?;
+        put(EntryState::Committed, None)?;
         let status = if existing.is_some() {
             IngestStatus::Updated
         } else {
