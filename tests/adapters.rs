@@ -1,4 +1,4 @@
-//! The adapter registry on the real model: synthetic PEFT adapters (`adapters::synthetic`:
+//! The adapter registry on the real model: synthetic PEFT adapters (`adapters::fixtures`:
 //! deterministic values, rank 8 on q_proj/v_proj of every layer) applied at runtime to the
 //! shipped GGUF by the llama.cpp engine, and merged into the safetensors base converted from
 //! it for mistral.rs; hot-swapped, rolled back with compare-and-set, with leases, refusals
@@ -16,7 +16,7 @@ use adapters::{
 use serde_json::json;
 use switchyard_tests::model_path;
 
-/// A scratch folder holding synthetic adapters (see `adapters::synthetic`) under
+/// A scratch folder holding synthetic adapters (see `adapters::fixtures`) under
 /// `adapters/`, `(name, seed, corrupt)` each, room for generations (`generations`), and
 /// `base`: for mistral.rs (`merged`) the safetensors base converted from the GGUF, for
 /// llama.cpp an empty folder beside the adapter root.
@@ -41,7 +41,7 @@ impl Scratch {
         };
         let root = dir.path().join("adapters");
         for &(name, seed, corrupt) in adapters {
-            adapters::synthetic::write_synthetic_adapter(&root.join(name), &shapes, seed, corrupt)
+            adapters::fixtures::write_synthetic_adapter(&root.join(name), &shapes, seed, corrupt)
                 .unwrap();
         }
         Self { dir, base, root }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use switchyard_server::config::AnswerFormat;
 use switchyard_server::format_eval::{measure, rag_prompt};
-use switchyard_server::rag::matches_answer_schema;
+use switchyard_server::pipeline::sources::matches_answer_schema;
 use switchyard_tests::{
     corpus_text, post_chat_with_headers, rag_config, workspace_root, TestServer,
 };

@@ -89,7 +89,7 @@ async fn json_rag_answers_keep_only_quotes_found_in_their_source() {
     assert_eq!(response.status(), 201);
     // Room for the longest answer the schema allows (every string has a `maxLength`), so the
     // JSON always closes, the grammar ends the generation there, and the quotes are checked.
-    let max_tokens = switchyard_server::rag::ANSWER_JSON_MAX_CHARS as u32;
+    let max_tokens = switchyard_server::pipeline::sources::ANSWER_JSON_MAX_CHARS as u32;
     let (status, body) = post_chat(
         &server,
         &chat_body("How do I stash my changes?", max_tokens),

@@ -1,7 +1,7 @@
-//! The GGUF LoRA that Switchyard writes (`adapters::lora_gguf`) checked numerically against
+//! The GGUF LoRA that Switchyard writes (`adapters::lora::gguf`) checked numerically against
 //! the merged weights, on the shipped GGUF through llama.cpp itself.
 //!
-//! A synthetic rank-8 adapter on every layer's q/v projections (`adapters::synthetic`) is
+//! A synthetic rank-8 adapter on every layer's q/v projections (`adapters::fixtures`) is
 //! (a) written as a GGUF LoRA and applied at runtime to the base, and (b) merged into a copy
 //! of the base, `W + scale · P(B·A)` for each adapted tensor (`P`, llama.cpp's row
 //! permutation of `q_proj`, applied to the whole update, not to `B` alone as the LoRA writer
@@ -18,8 +18,8 @@ use std::num::NonZeroU32;
 use std::path::Path;
 
 use adapters::convert::{gguf_name, permute, permuted_heads, read_gguf_base};
+use adapters::lora::gguf::write_lora_gguf;
 use adapters::lora::load_adapter;
-use adapters::lora_gguf::write_lora_gguf;
 use candle_core::quantized::gguf_file::{self, Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
@@ -131,7 +131,7 @@ fn gguf_lora_matches_the_merged_weights() {
     // SmolLM2-135M: 9 attention heads, 3 KV heads (the permutation's parameters).
     assert_eq!((shape.heads, shape.kv_heads), (9, 3));
     let peft = work.path().join("peft");
-    adapters::synthetic::write_synthetic_adapter(&peft, &shape.shapes, 1, false).unwrap();
+    adapters::fixtures::write_synthetic_adapter(&peft, &shape.shapes, 1, false).unwrap();
     let adapter = load_adapter(&peft, &shape.shapes, 16).unwrap();
     assert!(
         adapter

@@ -346,6 +346,9 @@ async fn below_threshold_the_router_abstains_to_the_fallback_route() {
     );
 }
 
+/// A router that cannot be used is refused at start on its own: `/ready` says to retrain, the
+/// documents API still serves (the router is not part of the index), and chat requests take
+/// `default_route`, saying so and counted as a fallback.
 #[tokio::test]
 async fn a_router_of_another_embedding_model_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,25 +365,51 @@ async fn a_router_of_another_embedding_model_is_refused_at_start() {
     let mut config = rag_config(index.path());
     config.router_dir = dir.path().to_path_buf();
     config.router_enabled = true;
-    config.model_path = "/nonexistent.gguf".into();
     let server = TestServer::start(config);
     let start = std::time::Instant::now();
-    let body = loop {
-        let response = reqwest::get(server.url("/v1/documents")).await.unwrap();
+    let ready = loop {
+        let response = reqwest::get(server.url("/ready")).await.unwrap();
         let body: Value = response.json().await.unwrap();
-        if body["error"]["message"] != "the document index is not available: still loading" {
+        let loading = ["model_not_ready", "index_unavailable"]
+            .contains(&body["error"]["code"].as_str().unwrap_or(""))
+            || body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("still loading"));
+        if !loading {
             break body;
         }
-        assert!(start.elapsed() < Duration::from_secs(60));
+        assert!(start.elapsed() < Duration::from_secs(60), "{body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(body["error"]["code"], "index_unavailable", "{body}");
+    assert_eq!(ready["error"]["code"], "router_unavailable", "{ready}");
     assert!(
-        body["error"]["message"]
+        ready["error"]["message"]
             .as_str()
             .unwrap()
             .contains("retrain"),
+        "{ready}"
+    );
+    let documents = reqwest::get(server.url("/v1/documents")).await.unwrap();
+    assert_eq!(documents.status(), 200);
+    let (status, headers, body) = post_chat_with_headers(
+        &server,
+        &chat("hi there, how are you today?", json!({"max_tokens": 4})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-switchyard-route"], "rag", "{body}");
+    assert_eq!(
+        body["routing"]["decided_by"], "router_unavailable",
         "{body}"
+    );
+    let metrics = scrape_metrics(&server).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "switchyard_route_fallbacks_total{reason=\"router_unavailable\"}"
+        ),
+        1.0,
+        "{metrics}"
     );
 }
 

@@ -23,8 +23,6 @@ pub enum RetrievalError {
     DocumentNotFound { doc_id: String },
     #[error("invalid query set: {0}")]
     InvalidQuerySet(String),
-    #[error("router: {0}")]
-    Router(String),
     #[error("no retriever answered: {0}")]
     Unavailable(String),
     #[error("catalog store: {0}")]

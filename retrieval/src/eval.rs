@@ -18,10 +18,11 @@ use crate::hybrid::HybridRetriever;
 /// Cut-off of every metric.
 pub const CUTOFF: usize = 10;
 
-/// One line of a query set.
+/// One line of a query set. Other fields (notes, tags) are ignored; without an `id` the
+/// line number is the id.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EvalQuery {
+    #[serde(default)]
     pub id: String,
     pub query: String,
     pub relevant: BTreeMap<String, u8>,
@@ -35,9 +36,12 @@ pub fn load_queries(path: &Path) -> Result<Vec<EvalQuery>> {
         if line.trim().is_empty() {
             continue;
         }
-        let query: EvalQuery = serde_json::from_str(line).map_err(|e| {
+        let mut query: EvalQuery = serde_json::from_str(line).map_err(|e| {
             RetrievalError::InvalidQuerySet(format!("{} line {}: {e}", path.display(), n + 1))
         })?;
+        if query.id.is_empty() {
+            query.id = format!("line {}", n + 1);
+        }
         if query.relevant.is_empty() || query.relevant.values().any(|g| !(1..=2).contains(g)) {
             return Err(RetrievalError::InvalidQuerySet(format!(
                 "{} line {}: `relevant` needs at least one document with grade 1 or 2",
@@ -105,6 +109,14 @@ pub fn recall_at(ranking: &[String], relevant: &BTreeMap<String, u8>, k: usize) 
     found as f64 / relevant.len() as f64
 }
 
+/// Whether a grade-2 document (one that answers the question) has a chunk among the first
+/// `k` chunks: on the `rag` route those are the sources the model is given (`rag_top_k`).
+pub fn answer_in_top_chunks(chunks: &[Scored], relevant: &BTreeMap<String, u8>, k: usize) -> bool {
+    document_ranking(&chunks[..k.min(chunks.len())])
+        .iter()
+        .any(|d| relevant.get(d) == Some(&2))
+}
+
 /// 1 / rank of the first relevant document in the top `k`, or 0.
 pub fn mrr_at(ranking: &[String], relevant: &BTreeMap<String, u8>, k: usize) -> f64 {
     ranking
@@ -144,6 +156,8 @@ pub struct MethodScores {
     pub ndcg: f64,
     pub recall: f64,
     pub mrr: f64,
+    /// Share of queries whose answering (grade-2) document is among the first `top_k` chunks.
+    pub answer_in_top_k: f64,
 }
 
 /// p50 and p95 of one stage.
@@ -186,8 +200,9 @@ pub async fn evaluate(
     queries: &[EvalQuery],
     methods: &[Method],
     candidates: usize,
+    top_k: usize,
 ) -> EvalReport {
-    let mut sums = vec![(0.0, 0.0, 0.0); methods.len()];
+    let mut sums = vec![(0.0, 0.0, 0.0, 0.0); methods.len()];
     let (mut embed, mut bm25, mut vector, mut fusion) = (vec![], vec![], vec![], vec![]);
     let mut degraded = 0;
     for query in queries {
@@ -223,6 +238,9 @@ pub async fn evaluate(
             sum.0 += ndcg_at(&docs, &query.relevant, CUTOFF);
             sum.1 += recall_at(&docs, &query.relevant, CUTOFF);
             sum.2 += mrr_at(&docs, &query.relevant, CUTOFF);
+            if answer_in_top_chunks(&ranked, &query.relevant, top_k) {
+                sum.3 += 1.0;
+            }
         }
     }
     let n = queries.len().max(1) as f64;
@@ -231,11 +249,12 @@ pub async fn evaluate(
         scores: methods
             .iter()
             .zip(sums)
-            .map(|(m, (ndcg, recall, mrr))| MethodScores {
+            .map(|(m, (ndcg, recall, mrr, found))| MethodScores {
                 method: m.name(),
                 ndcg: ndcg / n,
                 recall: recall / n,
                 mrr: mrr / n,
+                answer_in_top_k: found / n,
             })
             .collect(),
         latency: vec![
@@ -288,6 +307,20 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_counts_only_at_grade_2_and_within_the_chunks_sent() {
+        let chunks = vec![
+            Scored::new("b.txt#0", 0.9),
+            Scored::new("b.txt#1", 0.8),
+            Scored::new("a.txt#4", 0.7),
+        ];
+        let relevant = judged(&[("a.txt", 2), ("b.txt", 1)]);
+        assert!(!answer_in_top_chunks(&chunks, &relevant, 2));
+        assert!(answer_in_top_chunks(&chunks, &relevant, 3));
+        assert!(answer_in_top_chunks(&chunks, &relevant, 10));
+        assert!(!answer_in_top_chunks(&chunks, &judged(&[("b.txt", 1)]), 3));
+    }
+
+    #[test]
     fn query_sets_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.jsonl");
@@ -306,5 +339,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load_queries(&path).unwrap().len(), 1);
+        // Fields a query file may carry besides the three (notes, tags) are ignored, and the
+        // id may be left out.
+        std::fs::write(
+            &path,
+            "{\"query\":\"q\",\"relevant\":{\"a\":2},\"notes\":\"from a ticket\"}\n",
+        )
+        .unwrap();
+        let queries = load_queries(&path).unwrap();
+        assert_eq!(queries[0].id, "line 1");
     }
 }

@@ -301,12 +301,12 @@ async fn retrieval_eval_runs_on_a_slice_of_the_corpus() {
         Method::Dense,
         Method::Fused(FusionMethod::Rrf { k: 60.0 }),
     ];
-    let report = evaluate(&retriever, "default", &queries, &methods, 50).await;
+    let report = evaluate(&retriever, "default", &queries, &methods, 50, 4).await;
     assert_eq!(report.queries, 12);
     assert_eq!(report.degraded, 0);
     assert_eq!(report.scores.len(), 3);
     for row in &report.scores {
-        for value in [row.ndcg, row.recall, row.mrr] {
+        for value in [row.ndcg, row.recall, row.mrr, row.answer_in_top_k] {
             assert!((0.0..=1.0).contains(&value), "{row:?}");
         }
     }

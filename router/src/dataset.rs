@@ -8,9 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Result, RouterError};
 
-/// One labelled query.
+/// One labelled query; other fields on the line (an `id`, notes) are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Example {
     pub query: String,
     pub route: String,

@@ -21,7 +21,8 @@ use crate::auth;
 use crate::config::{Config, EngineKind};
 use crate::error::ApiError;
 use crate::handlers::{chat, documents, embeddings, health, lora, metrics, models, openapi};
-use crate::index::open_retrieval;
+use crate::index::{load_embedder, open_index};
+use crate::routing::load_served_router;
 use crate::state::AppState;
 
 /// Builds the router over a state.
@@ -277,26 +278,9 @@ impl Server {
             tokio::spawn(crate::handlers::lora::restore_adapters(self.state.clone()));
         }
 
-        if self.state.config().retrieval_enabled {
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                match open_retrieval(state.config()).await {
-                    Ok(retrieval) => {
-                        let stats = retrieval.store().stats();
-                        tracing::info!(
-                            documents = stats.documents,
-                            chunks = stats.chunks,
-                            vector_store = retrieval.store().vector_backend(),
-                            "document index open"
-                        );
-                        state.set_index_ready(Arc::new(retrieval));
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, index_dir = %state.config().index_dir.display(), "document index failed to open; /ready stays 503");
-                        state.set_index_failed(err.to_string());
-                    }
-                }
-            });
+        let config = self.state.config();
+        if config.retrieval_enabled || config.router_enabled {
+            tokio::spawn(load_retrieval_and_routing(self.state.clone()));
         }
 
         let grace = Duration::from_secs(self.state.config().shutdown_grace_secs);
@@ -319,6 +303,55 @@ impl Server {
                 tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Loads the embedder, then the router and the document index on it. Each fails on its own:
+/// a router that cannot be used leaves routing to `default_route` and the index serving; an
+/// index that cannot open leaves the router routing. Either failing keeps `/ready` at 503.
+pub async fn load_retrieval_and_routing(state: AppState) {
+    let config = state.config();
+    let embedder = match load_embedder(config).await {
+        Ok(embedder) => Arc::new(embedder),
+        Err(err) => {
+            tracing::error!(error = %err, models_dir = %config.models_dir.display(), "embedding model failed to load; /ready stays 503");
+            let reason = format!("the embedding model failed to load: {err}");
+            state.set_embedder_failed(reason.clone());
+            if config.router_enabled {
+                state.set_router_failed(reason.clone());
+            }
+            if config.retrieval_enabled {
+                state.set_index_failed(reason);
+            }
+            return;
+        }
+    };
+    state.set_embedder_ready(embedder.clone());
+    match load_served_router(config, &embedder) {
+        Ok(router) => state.set_router(router),
+        Err(err) => {
+            tracing::error!(error = %err, router_dir = %config.router_dir.display(), "router failed to load; requests take default_route and /ready stays 503");
+            state.set_router_failed(err.to_string());
+        }
+    }
+    if !config.retrieval_enabled {
+        return;
+    }
+    match open_index(config, embedder).await {
+        Ok(retrieval) => {
+            let stats = retrieval.store().stats();
+            tracing::info!(
+                documents = stats.documents,
+                chunks = stats.chunks,
+                vector_store = retrieval.store().vector_backend(),
+                "document index open"
+            );
+            state.set_index_ready(Arc::new(retrieval));
+        }
+        Err(err) => {
+            tracing::error!(error = %err, index_dir = %config.index_dir.display(), "document index failed to open; /ready stays 503");
+            state.set_index_failed(err.to_string());
         }
     }
 }

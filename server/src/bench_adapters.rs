@@ -108,7 +108,7 @@ fn synthetic_adapters(shapes: &BaseShapes, dir: &Path, count: u64) -> anyhow::Re
     let mut out = Vec::new();
     for seed in 1..=count {
         let folder = dir.join(format!("synthetic-{seed}"));
-        adapters::synthetic::write_synthetic_adapter(&folder, shapes, seed, false)?;
+        adapters::fixtures::write_synthetic_adapter(&folder, shapes, seed, false)?;
         out.push(folder);
     }
     Ok(out)

@@ -1,27 +1,34 @@
-//! `switchyard eval retrieval --queries FILE.jsonl`: nDCG@10, Recall@10 and MRR@10 of BM25
-//! alone, dense alone and each fusion method on an ingested index, plus per-stage latency.
+//! `switchyard eval`: routing, retrieval and end-to-end answers on query files, in one report
+//! (`switchyard_server::evaluation`), measured on the parts the server serves with this
+//! configuration: the router in `router_dir`, the index in `index_dir`, the model at
+//! `model_path` answering through the request pipeline.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 
-use retrieval::eval::{evaluate, load_queries, Method, CUTOFF};
-use retrieval::FusionMethod;
-use switchyard_server::index::open_retrieval;
-use switchyard_server::{Config, ConfigArgs};
-
-#[derive(Debug, Subcommand)]
-pub enum EvalCommand {
-    /// Score the retrievers on a graded query set.
-    Retrieval(EvalRetrievalArgs),
-}
+use switchyard_server::evaluation::{evaluate, EvalPlan};
+use switchyard_server::state::AppState;
+use switchyard_server::{load_engine, Config, ConfigArgs};
 
 #[derive(Debug, Args)]
-pub struct EvalRetrievalArgs {
-    /// JSONL lines `{"id", "query", "relevant": {"<doc id>": 1|2}}`.
+pub struct EvalArgs {
+    /// Routing queries, JSONL `{"query", "route"}` (repeat for several files). When it is the
+    /// router's training file, only its held-out split is scored.
     #[arg(long)]
-    pub queries: PathBuf,
+    pub routing: Vec<PathBuf>,
+    /// Retrieval queries, JSONL `{"query", "relevant": {"<doc id>": 1|2}}` (repeat for
+    /// several files); other fields on a line (an `id`, notes) are ignored.
+    #[arg(long)]
+    pub retrieval: Vec<PathBuf>,
+    /// Answers generated through the pipeline for the first queries of each retrieval file
+    /// (0: retrieval scores only).
+    #[arg(long, default_value_t = 10)]
+    pub answers: usize,
+    /// The router's training file, from which the nearest-neighbour baseline is built.
+    #[arg(long, default_value = "router/data/routes.jsonl")]
+    pub router_train_data: PathBuf,
     /// Tenant whose documents are searched (default: the configured default tenant).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -29,95 +36,45 @@ pub struct EvalRetrievalArgs {
     pub config: ConfigArgs,
 }
 
-pub async fn run(command: EvalCommand) -> anyhow::Result<()> {
-    let EvalCommand::Retrieval(args) = command;
-    let config = Config::resolve(&args.config)?;
-    let queries = load_queries(&args.queries)?;
-    let retrieval = open_retrieval(&config)
-        .await
-        .with_context(|| format!("opening the index at {}", config.index_dir.display()))?;
-    let tenant = args.tenant.unwrap_or_else(|| config.default_tenant.clone());
-    let stats = retrieval.store().stats();
+pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        stats.documents > 0,
-        "the index at {} is empty: run `switchyard ingest` first",
-        config.index_dir.display()
+        !args.routing.is_empty() || !args.retrieval.is_empty(),
+        "nothing to evaluate: give --routing and/or --retrieval query files"
     );
-    let known: std::collections::HashSet<String> = retrieval
-        .ingestor
-        .list(Some(&tenant))
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    let missing: Vec<&str> = queries
-        .iter()
-        .flat_map(|q| q.relevant.keys())
-        .filter(|id| !known.contains(*id))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "warning: {} judged documents are not in the index (they count as unretrievable): {}",
-            missing.len(),
-            missing.join(", ")
+    let mut config = Config::resolve(&args.config)?;
+    config.router_enabled = !args.routing.is_empty() || config.router_enabled;
+    config.retrieval_enabled = !args.retrieval.is_empty();
+    let answers = if args.retrieval.is_empty() {
+        0
+    } else {
+        args.answers
+    };
+    let plan = EvalPlan {
+        routing: args.routing,
+        router_train_data: args.router_train_data,
+        retrieval: args.retrieval,
+        answers,
+        tenant: args.tenant.unwrap_or_else(|| config.default_tenant.clone()),
+    };
+    let state = AppState::new(config.clone());
+    if answers > 0 {
+        let engine = load_engine(&config, None)
+            .await
+            .with_context(|| format!("loading the model {}", config.model_path.display()))?;
+        state.set_ready(engine);
+    }
+    switchyard_server::app::load_retrieval_and_routing(state.clone()).await;
+    if config.retrieval_enabled {
+        let index = state
+            .retrieval()
+            .with_context(|| format!("opening the index at {}", config.index_dir.display()))?;
+        anyhow::ensure!(
+            index.store().stats().documents > 0,
+            "the index at {} is empty: run `switchyard ingest` first",
+            config.index_dir.display()
         );
     }
-    let k = config.rrf_k;
-    let methods = [
-        Method::Bm25,
-        Method::Dense,
-        Method::Fused(FusionMethod::Rrf { k }),
-        Method::Fused(FusionMethod::WeightedRrf {
-            k,
-            weights: config.fusion_weights.clone(),
-        }),
-        Method::Fused(FusionMethod::Dbsf),
-    ];
-    let report = evaluate(
-        &retrieval.retriever,
-        &tenant,
-        &queries,
-        &methods,
-        config.retrieval_candidates,
-    )
-    .await;
-
-    println!(
-        "{} queries from {}; index {} documents / {} chunks ({}); {} candidates per retriever",
-        report.queries,
-        args.queries.display(),
-        stats.documents,
-        stats.chunks,
-        retrieval.store().vector_backend(),
-        config.retrieval_candidates
-    );
-    println!();
-    println!(
-        "{:<32} {:>9} {:>10} {:>8}",
-        "method",
-        format!("nDCG@{CUTOFF}"),
-        format!("Recall@{CUTOFF}"),
-        format!("MRR@{CUTOFF}")
-    );
-    for row in &report.scores {
-        println!(
-            "{:<32} {:>9.4} {:>10.4} {:>8.4}",
-            row.method, row.ndcg, row.recall, row.mrr
-        );
-    }
-    println!();
-    println!("{:<10} {:>10} {:>10}", "stage", "p50 ms", "p95 ms");
-    for (stage, p) in &report.latency {
-        println!(
-            "{:<10} {:>10.3} {:>10.3}",
-            stage,
-            p.p50.as_secs_f64() * 1e3,
-            p.p95.as_secs_f64() * 1e3
-        );
-    }
-    if report.degraded > 0 {
-        println!();
-        println!("warning: {} queries had a retriever fail", report.degraded);
-    }
+    let report = evaluate(&state, &plan).await?;
+    print!("{}", report.render(&config));
     Ok(())
 }

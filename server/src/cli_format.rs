@@ -1,5 +1,5 @@
 //! The format adapter's data and measurement, built on exactly the prompts the `rag` route
-//! sends (`rag::with_sources` + `rag::with_json_instructions` over the real hybrid retriever):
+//! sends (the pipeline's ground stage over the real hybrid retriever, `format_eval::rag_prompt`):
 //!
 //! - `switchyard format dataset`: questions with known quotes (`adapters/format/
 //!   make_questions.py`) → JSONL `{id, messages, target}` for `adapters/format/train.py`; a
@@ -20,7 +20,7 @@ use serde_json::json;
 use adapters::{AdapterRegistry, LlamaAdapterHost, LlamaConfig, LlamaCppBackend, RegistryConfig};
 use switchyard_server::format_eval::{measure, rag_prompt};
 use switchyard_server::index::{open_retrieval, Retrieval};
-use switchyard_server::rag::normalize_ws;
+use switchyard_server::pipeline::verify::normalize_ws;
 use switchyard_server::{Config, ConfigArgs};
 
 #[derive(Debug, Subcommand)]

@@ -4,12 +4,18 @@
 //! environment it is `SWITCHYARD_` + the upper-cased name (`SWITCHYARD_MAX_IN_FLIGHT=8`); on the
 //! command line it is the kebab-cased flag (`--max-in-flight 8`). Clap resolves env and flags
 //! (a flag beats env); the file fills only what neither gave.
+//!
+//! Each setting is declared once, in the `settings::declare!` block below (doc, name, type,
+//! default); the struct, its default, the flags and `Config::settings` all come from it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
+
+mod settings;
+pub use settings::Setting;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -143,314 +149,148 @@ pub enum ToolSelection {
     Model,
 }
 
-/// The resolved configuration of a running server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
+settings::declare! {
     /// Address to listen on.
-    pub listen: SocketAddr,
+    listen: SocketAddr = "127.0.0.1:8080".parse().expect("valid default address");
     /// GGUF file of the base model.
-    pub model_path: PathBuf,
+    model_path: PathBuf =
+        PathBuf::from("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     /// Id clients put in `model`; also listed by `/v1/models`.
-    pub model_id: String,
+    model_id: String = "smollm2-135m-instruct".to_string();
     /// Largest request body accepted, in bytes (larger: 413).
-    pub max_body_bytes: usize,
+    max_body_bytes: usize = 1024 * 1024;
     /// Largest `max_tokens` a request may ask for (larger: 400).
-    pub max_tokens_cap: usize,
+    max_tokens_cap: usize = 2048;
     /// `max_tokens` used when a request gives none.
-    pub default_max_tokens: usize,
+    default_max_tokens: usize = 256;
     /// Generations admitted at once, running or queued at the engine (more: 429).
-    pub max_in_flight: usize,
+    max_in_flight: usize = 16;
     /// Most messages one chat request may carry (more: 400).
-    pub max_messages: usize,
+    max_messages: usize = 256;
     /// Seconds a chat request may take from arrival to its last token; past it the request
     /// ends with 504 `deadline_exceeded` (or that error event in a stream) and frees its slot.
-    pub request_timeout_secs: u64,
+    request_timeout_secs: u64 = 300;
     /// Requests per second each API key may make on average (token bucket); 0: no limit.
-    pub rate_limit_per_second: f64,
+    rate_limit_per_second: f64 = 0.0;
     /// Requests a key may make at once before the rate applies (the bucket's size).
-    pub rate_limit_burst: u32,
+    rate_limit_burst: u32 = 20;
     /// The engine that runs the model.
-    pub engine: EngineKind,
+    engine: EngineKind = EngineKind::LlamaCpp;
     /// mistral.rs engine instances; each decodes one request at a time (see README: concurrency).
-    pub engine_instances: usize,
+    engine_instances: usize = 1;
     /// llama.cpp: sequences decoded together in one batch (more wait for a free one).
-    pub engine_sequences: usize,
+    engine_sequences: usize = 8;
     /// llama.cpp: each sequence's window in tokens (prompt + answer), its own KV cache.
-    pub engine_context_tokens: usize,
+    engine_context_tokens: usize = 2048;
     /// llama.cpp: the format the weights are served in, re-encoded at load.
-    pub engine_weights: EngineWeights,
+    engine_weights: EngineWeights = EngineWeights::Q8_0;
     /// Seconds in-flight requests get to finish after a shutdown signal.
-    pub shutdown_grace_secs: u64,
+    shutdown_grace_secs: u64 = 30;
     /// Log format.
-    pub log_format: LogFormat,
+    log_format: LogFormat = LogFormat::Text;
     /// Folder of the embedding model and ONNX Runtime (`scripts/fetch_models.py` layout).
-    pub models_dir: PathBuf,
+    models_dir: PathBuf = PathBuf::from("models");
     /// Load the embedder and the document index; off, only the `simple` route exists.
-    pub retrieval_enabled: bool,
+    retrieval_enabled: bool = true;
     /// Folder of the document index (catalog, sources, BM25, embedded vectors).
-    pub index_dir: PathBuf,
-    pub vector_store: VectorStoreKind,
+    index_dir: PathBuf = PathBuf::from("data/index");
+    /// Where the dense vectors live: in-process under `index_dir`, or a Qdrant server.
+    vector_store: VectorStoreKind = VectorStoreKind::Embedded;
     /// gRPC URL of the Qdrant server (`vector_store = "qdrant"`).
-    pub qdrant_url: String,
-    pub qdrant_collection: String,
-    pub fusion: FusionKind,
+    qdrant_url: String = "http://127.0.0.1:6334".to_string();
+    /// Collection of the chunks on the Qdrant server, created on first use.
+    qdrant_collection: String = "switchyard_chunks".to_string();
+    /// How BM25 and dense results are fused.
+    fusion: FusionKind = FusionKind::Rrf;
     /// RRF's k: larger flattens the difference between ranks.
-    pub rrf_k: f32,
-    /// Weighted RRF's weights: BM25, dense.
-    pub fusion_weights: Vec<f32>,
+    rrf_k: f32 = 60.0;
+    /// Weighted RRF's weights: BM25, dense (a flag takes `1,2`).
+    #[arg(value_delimiter = ',')]
+    fusion_weights: Vec<f32> = vec![1.0, 1.0];
     /// Chunks each retriever returns before fusion.
-    pub retrieval_candidates: usize,
+    retrieval_candidates: usize = 50;
     /// Chunks put in the prompt (and returned as citations) on the `rag` route.
-    pub rag_top_k: usize,
+    rag_top_k: usize = 4;
     /// `text` or `json` answers on the `rag` route.
-    pub rag_answer_format: AnswerFormat,
+    rag_answer_format: AnswerFormat = AnswerFormat::Text;
     /// Deadline of each retrieval stage (embedding, BM25, vector search), in milliseconds.
-    pub retrieval_timeout_ms: u64,
+    retrieval_timeout_ms: u64 = 2000;
     /// Route of a chat request that does not pin one with `"route"`.
-    pub default_route: Route,
+    default_route: Route = Route::Rag;
     /// Tenant of documents and searches when a request names none.
-    pub default_tenant: String,
-    /// The routes this server serves; a router whose labels are not all here is refused, and
-    /// a request pinning another route gets 400.
-    pub routes: Vec<Route>,
+    default_tenant: String = "default".to_string();
+    /// The routes this server serves (a flag takes `simple,rag`); a router whose labels are
+    /// not all here is refused, and a request pinning another route gets 400.
+    #[arg(value_delimiter = ',')]
+    routes: Vec<Route> = vec![Route::Simple, Route::Rag, Route::Tool];
     /// Route requests with the trained router in `router_dir` (when it exists).
-    pub router_enabled: bool,
+    router_enabled: bool = true;
     /// Folder of the trained router (`switchyard router train --out`).
-    pub router_dir: PathBuf,
+    router_dir: PathBuf = PathBuf::from("models/router");
     /// Route taken when the router abstains (its confidence is below the route's threshold).
-    pub router_fallback_route: Route,
+    router_fallback_route: Route = Route::Rag;
     /// Longest a routing classification may take; past it, `router_fallback_route` answers.
-    pub router_timeout_ms: u64,
+    router_timeout_ms: u64 = 1000;
     /// Who picks the tool when `tool_choice` does not name one.
-    pub tool_selection: ToolSelection,
+    tool_selection: ToolSelection = ToolSelection::Embedding;
     /// The LoRA adapter API. On llama.cpp, adapters apply at runtime to the served GGUF; on
     /// mistral.rs, they also need `adapter_base_dir`.
-    pub adapters_enabled: bool,
+    adapters_enabled: bool = true;
     /// mistral.rs only: the safetensors base LoRA adapters merge into (`switchyard
     /// convert`'s output); unset, that engine's adapter API is off.
-    pub adapter_base_dir: Option<PathBuf>,
+    // The flag is an `Option<Option<_>>`, which clap lets be given without a value; one
+    // value keeps it a plain path, as for every other setting.
+    #[arg(num_args = 1)]
+    adapter_base_dir: Option<PathBuf> = None;
     /// Adapter paths given to the API must resolve inside this folder.
-    pub adapter_root: PathBuf,
+    adapter_root: PathBuf = PathBuf::from("adapters-store");
     /// Where adapter generations are written (GGUF LoRA files, or merged models on
     /// mistral.rs) with the saved active set.
-    pub adapter_work_dir: PathBuf,
-    pub adapter_max_rank: usize,
+    adapter_work_dir: PathBuf = PathBuf::from("data/adapter-generations");
+    /// Largest LoRA rank an adapter may have.
+    adapter_max_rank: usize = 16;
     /// Adapter generations kept loaded (on mistral.rs each is a full model instance).
-    pub adapter_max_resident: usize,
+    adapter_max_resident: usize = 2;
     /// Default adapter per route for requests whose `model` is the base, e.g.
-    /// `{rag = "fmt"}`; used while that adapter is loaded, else the base answers.
-    pub route_adapters: std::collections::BTreeMap<String, String>,
-    /// Adapters loaded in the background at start, `{name = "path under adapter_root"}`, as
-    /// if by `POST /v1/load_lora_adapter`; a failed load is logged and counted, not fatal.
-    pub startup_adapters: std::collections::BTreeMap<String, PathBuf>,
+    /// `{rag = "fmt"}` (a flag takes `rag=fmt`); used while that adapter is loaded, else the
+    /// base answers.
+    #[arg(value_parser = parse_pairs::<String>)]
+    route_adapters: BTreeMap<String, String> = BTreeMap::new();
+    /// Adapters loaded in the background at start, `{name = "path under adapter_root"}` (a
+    /// flag takes `name=path`), as if by `POST /v1/load_lora_adapter`; a failed load is
+    /// logged and counted, not fatal.
+    #[arg(value_parser = parse_pairs::<PathBuf>)]
+    startup_adapters: BTreeMap<String, PathBuf> = BTreeMap::new();
     /// TOML file of API keys (`[[keys]]` name, key or key_sha256, scopes, tenant); keys may
     /// also come from `SWITCHYARD_API_KEYS` (see `auth.rs`).
-    pub api_keys_file: Option<PathBuf>,
+    #[arg(num_args = 1)]
+    api_keys_file: Option<PathBuf> = None;
     /// Serve without API keys (local use only; the server warns). Without keys and without
     /// this, `serve` refuses to start.
-    pub auth_disabled: bool,
+    auth_disabled: bool = false;
     /// `/metrics` needs a key with the `metrics` scope.
-    pub metrics_auth: bool,
+    metrics_auth: bool = false;
     /// Let `auth_disabled` serve on an address other than loopback, where anyone who reaches
     /// it may use every endpoint, admin included. Without this, `serve` refuses.
-    pub insecure_allow_public_without_auth: bool,
-    /// Web origins (`https://app.example.com`) whose pages may call this API from a browser:
-    /// CORS is answered for them, and their writes are not refused as cross-site. Empty: no
-    /// CORS, and every browser write from another site is 403.
-    pub cors_allowed_origins: Vec<String>,
+    insecure_allow_public_without_auth: bool = false;
+    /// Web origins (`https://app.example.com`, comma-separated on a flag) whose pages may
+    /// call this API from a browser: CORS is answered for them, and their writes are not
+    /// refused as cross-site. Empty: no CORS, and every browser write from another site is 403.
+    #[arg(value_delimiter = ',')]
+    cors_allowed_origins: Vec<String> = Vec::new();
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".parse().expect("valid default address"),
-            model_path: PathBuf::from(
-                "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
-            ),
-            model_id: "smollm2-135m-instruct".to_string(),
-            max_body_bytes: 1024 * 1024,
-            max_tokens_cap: 2048,
-            default_max_tokens: 256,
-            max_in_flight: 16,
-            max_messages: 256,
-            request_timeout_secs: 300,
-            rate_limit_per_second: 0.0,
-            rate_limit_burst: 20,
-            engine: EngineKind::LlamaCpp,
-            engine_instances: 1,
-            engine_sequences: 8,
-            engine_context_tokens: 2048,
-            engine_weights: EngineWeights::Q8_0,
-            shutdown_grace_secs: 30,
-            log_format: LogFormat::Text,
-            models_dir: PathBuf::from("models"),
-            retrieval_enabled: true,
-            index_dir: PathBuf::from("data/index"),
-            vector_store: VectorStoreKind::Embedded,
-            qdrant_url: "http://127.0.0.1:6334".to_string(),
-            qdrant_collection: "switchyard_chunks".to_string(),
-            fusion: FusionKind::Rrf,
-            rrf_k: 60.0,
-            fusion_weights: vec![1.0, 1.0],
-            retrieval_candidates: 50,
-            rag_top_k: 4,
-            rag_answer_format: AnswerFormat::Text,
-            retrieval_timeout_ms: 2000,
-            default_route: Route::Rag,
-            default_tenant: "default".to_string(),
-            routes: vec![Route::Simple, Route::Rag, Route::Tool],
-            router_enabled: true,
-            router_dir: PathBuf::from("models/router"),
-            router_fallback_route: Route::Rag,
-            router_timeout_ms: 1000,
-            tool_selection: ToolSelection::Embedding,
-            adapters_enabled: true,
-            adapter_base_dir: None,
-            adapter_root: PathBuf::from("adapters-store"),
-            adapter_work_dir: PathBuf::from("data/adapter-generations"),
-            adapter_max_rank: 16,
-            adapter_max_resident: 2,
-            route_adapters: std::collections::BTreeMap::new(),
-            startup_adapters: std::collections::BTreeMap::new(),
-            api_keys_file: None,
-            auth_disabled: false,
-            metrics_auth: false,
-            insecure_allow_public_without_auth: false,
-            cors_allowed_origins: Vec::new(),
-        }
-    }
-}
-
-/// Flags (and their environment variables) that override the file.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ConfigArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "SWITCHYARD_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    #[arg(long, env = "SWITCHYARD_MODEL_PATH")]
-    pub model_path: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_MODEL_ID")]
-    pub model_id: Option<String>,
-    #[arg(long, env = "SWITCHYARD_MAX_BODY_BYTES")]
-    pub max_body_bytes: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_MAX_TOKENS_CAP")]
-    pub max_tokens_cap: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_DEFAULT_MAX_TOKENS")]
-    pub default_max_tokens: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_MAX_IN_FLIGHT")]
-    pub max_in_flight: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_MAX_MESSAGES")]
-    pub max_messages: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_REQUEST_TIMEOUT_SECS")]
-    pub request_timeout_secs: Option<u64>,
-    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_PER_SECOND")]
-    pub rate_limit_per_second: Option<f64>,
-    #[arg(long, env = "SWITCHYARD_RATE_LIMIT_BURST")]
-    pub rate_limit_burst: Option<u32>,
-    #[arg(long, env = "SWITCHYARD_ENGINE", value_enum)]
-    pub engine: Option<EngineKind>,
-    #[arg(long, env = "SWITCHYARD_ENGINE_INSTANCES")]
-    pub engine_instances: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_ENGINE_SEQUENCES")]
-    pub engine_sequences: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_ENGINE_CONTEXT_TOKENS")]
-    pub engine_context_tokens: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_ENGINE_WEIGHTS", value_enum)]
-    pub engine_weights: Option<EngineWeights>,
-    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE_SECS")]
-    pub shutdown_grace_secs: Option<u64>,
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    #[arg(long, env = "SWITCHYARD_MODELS_DIR")]
-    pub models_dir: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_RETRIEVAL_ENABLED")]
-    pub retrieval_enabled: Option<bool>,
-    #[arg(long, env = "SWITCHYARD_INDEX_DIR")]
-    pub index_dir: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_VECTOR_STORE", value_enum)]
-    pub vector_store: Option<VectorStoreKind>,
-    #[arg(long, env = "SWITCHYARD_QDRANT_URL")]
-    pub qdrant_url: Option<String>,
-    #[arg(long, env = "SWITCHYARD_QDRANT_COLLECTION")]
-    pub qdrant_collection: Option<String>,
-    #[arg(long, env = "SWITCHYARD_FUSION", value_enum)]
-    pub fusion: Option<FusionKind>,
-    #[arg(long, env = "SWITCHYARD_RRF_K")]
-    pub rrf_k: Option<f32>,
-    /// BM25 and dense weights of weighted RRF, e.g. `1,2`.
-    #[arg(long, env = "SWITCHYARD_FUSION_WEIGHTS", value_delimiter = ',')]
-    pub fusion_weights: Option<Vec<f32>>,
-    #[arg(long, env = "SWITCHYARD_RETRIEVAL_CANDIDATES")]
-    pub retrieval_candidates: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_RAG_TOP_K")]
-    pub rag_top_k: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_RAG_ANSWER_FORMAT", value_enum)]
-    pub rag_answer_format: Option<AnswerFormat>,
-    #[arg(long, env = "SWITCHYARD_RETRIEVAL_TIMEOUT_MS")]
-    pub retrieval_timeout_ms: Option<u64>,
-    #[arg(long, env = "SWITCHYARD_DEFAULT_ROUTE", value_enum)]
-    pub default_route: Option<Route>,
-    #[arg(long, env = "SWITCHYARD_DEFAULT_TENANT")]
-    pub default_tenant: Option<String>,
-    /// Comma-separated, e.g. `simple,rag`.
-    #[arg(long, env = "SWITCHYARD_ROUTES", value_enum, value_delimiter = ',')]
-    pub routes: Option<Vec<Route>>,
-    #[arg(long, env = "SWITCHYARD_ROUTER_ENABLED")]
-    pub router_enabled: Option<bool>,
-    #[arg(long, env = "SWITCHYARD_ROUTER_DIR")]
-    pub router_dir: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_ROUTER_FALLBACK_ROUTE", value_enum)]
-    pub router_fallback_route: Option<Route>,
-    #[arg(long, env = "SWITCHYARD_ROUTER_TIMEOUT_MS")]
-    pub router_timeout_ms: Option<u64>,
-    #[arg(long, env = "SWITCHYARD_TOOL_SELECTION", value_enum)]
-    pub tool_selection: Option<ToolSelection>,
-    #[arg(long, env = "SWITCHYARD_ADAPTERS_ENABLED")]
-    pub adapters_enabled: Option<bool>,
-    #[arg(long, env = "SWITCHYARD_ADAPTER_BASE_DIR")]
-    pub adapter_base_dir: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_ADAPTER_ROOT")]
-    pub adapter_root: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_ADAPTER_WORK_DIR")]
-    pub adapter_work_dir: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_ADAPTER_MAX_RANK")]
-    pub adapter_max_rank: Option<usize>,
-    #[arg(long, env = "SWITCHYARD_ADAPTER_MAX_RESIDENT")]
-    pub adapter_max_resident: Option<usize>,
-    /// `ROUTE=ADAPTER` pairs, comma-separated, e.g. `rag=fmt`.
-    #[arg(long, env = "SWITCHYARD_ROUTE_ADAPTERS", value_delimiter = ',', value_parser = parse_route_adapter)]
-    pub route_adapters: Option<Vec<(String, String)>>,
-    /// `NAME=PATH` pairs, comma-separated, e.g. `format=fmt-v1`: adapters loaded at start.
-    #[arg(long, env = "SWITCHYARD_STARTUP_ADAPTERS", value_delimiter = ',', value_parser = parse_startup_adapter)]
-    pub startup_adapters: Option<Vec<(String, PathBuf)>>,
-    #[arg(long, env = "SWITCHYARD_API_KEYS_FILE")]
-    pub api_keys_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHYARD_AUTH_DISABLED")]
-    pub auth_disabled: Option<bool>,
-    #[arg(long, env = "SWITCHYARD_METRICS_AUTH")]
-    pub metrics_auth: Option<bool>,
-    #[arg(long, env = "SWITCHYARD_INSECURE_ALLOW_PUBLIC_WITHOUT_AUTH")]
-    pub insecure_allow_public_without_auth: Option<bool>,
-    /// Comma-separated origins, e.g. `https://app.example.com`.
-    #[arg(long, env = "SWITCHYARD_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub cors_allowed_origins: Option<Vec<String>>,
-}
-
-fn parse_route_adapter(pair: &str) -> Result<(String, String), String> {
-    let (route, adapter) = pair
-        .split_once('=')
-        .ok_or_else(|| format!("`{pair}` is not ROUTE=ADAPTER"))?;
-    Ok((route.trim().to_string(), adapter.trim().to_string()))
-}
-
-fn parse_startup_adapter(pair: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = pair
-        .split_once('=')
-        .ok_or_else(|| format!("`{pair}` is not NAME=PATH"))?;
-    Ok((name.trim().to_string(), PathBuf::from(path.trim())))
+/// Parses a flag's `KEY=VALUE,KEY=VALUE` into the map a file writes as a TOML table.
+fn parse_pairs<V: From<String>>(pairs: &str) -> Result<BTreeMap<String, V>, String> {
+    pairs
+        .split(',')
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("`{pair}` is not KEY=VALUE"))?;
+            Ok((key.trim().to_string(), V::from(value.trim().to_string())))
+        })
+        .collect()
 }
 
 /// Why a configuration could not be built.
@@ -498,77 +338,6 @@ impl Config {
         config.apply(args);
         config.validate()?;
         Ok(config)
-    }
-
-    fn apply(&mut self, args: &ConfigArgs) {
-        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
-            if let Some(v) = value {
-                *field = v.clone();
-            }
-        }
-        set(&mut self.listen, &args.listen);
-        set(&mut self.model_path, &args.model_path);
-        set(&mut self.model_id, &args.model_id);
-        set(&mut self.max_body_bytes, &args.max_body_bytes);
-        set(&mut self.max_tokens_cap, &args.max_tokens_cap);
-        set(&mut self.default_max_tokens, &args.default_max_tokens);
-        set(&mut self.max_in_flight, &args.max_in_flight);
-        set(&mut self.max_messages, &args.max_messages);
-        set(&mut self.request_timeout_secs, &args.request_timeout_secs);
-        set(&mut self.rate_limit_per_second, &args.rate_limit_per_second);
-        set(&mut self.rate_limit_burst, &args.rate_limit_burst);
-        set(&mut self.engine, &args.engine);
-        set(&mut self.engine_instances, &args.engine_instances);
-        set(&mut self.engine_sequences, &args.engine_sequences);
-        set(&mut self.engine_context_tokens, &args.engine_context_tokens);
-        set(&mut self.engine_weights, &args.engine_weights);
-        set(&mut self.shutdown_grace_secs, &args.shutdown_grace_secs);
-        set(&mut self.log_format, &args.log_format);
-        set(&mut self.models_dir, &args.models_dir);
-        set(&mut self.retrieval_enabled, &args.retrieval_enabled);
-        set(&mut self.index_dir, &args.index_dir);
-        set(&mut self.vector_store, &args.vector_store);
-        set(&mut self.qdrant_url, &args.qdrant_url);
-        set(&mut self.qdrant_collection, &args.qdrant_collection);
-        set(&mut self.fusion, &args.fusion);
-        set(&mut self.rrf_k, &args.rrf_k);
-        set(&mut self.fusion_weights, &args.fusion_weights);
-        set(&mut self.retrieval_candidates, &args.retrieval_candidates);
-        set(&mut self.rag_top_k, &args.rag_top_k);
-        set(&mut self.rag_answer_format, &args.rag_answer_format);
-        set(&mut self.retrieval_timeout_ms, &args.retrieval_timeout_ms);
-        set(&mut self.default_route, &args.default_route);
-        set(&mut self.default_tenant, &args.default_tenant);
-        set(&mut self.routes, &args.routes);
-        set(&mut self.router_enabled, &args.router_enabled);
-        set(&mut self.router_dir, &args.router_dir);
-        set(&mut self.router_fallback_route, &args.router_fallback_route);
-        set(&mut self.router_timeout_ms, &args.router_timeout_ms);
-        set(&mut self.tool_selection, &args.tool_selection);
-        set(&mut self.adapters_enabled, &args.adapters_enabled);
-        if args.adapter_base_dir.is_some() {
-            self.adapter_base_dir = args.adapter_base_dir.clone();
-        }
-        set(&mut self.adapter_root, &args.adapter_root);
-        set(&mut self.adapter_work_dir, &args.adapter_work_dir);
-        set(&mut self.adapter_max_rank, &args.adapter_max_rank);
-        set(&mut self.adapter_max_resident, &args.adapter_max_resident);
-        if let Some(pairs) = &args.route_adapters {
-            self.route_adapters = pairs.iter().cloned().collect();
-        }
-        if args.api_keys_file.is_some() {
-            self.api_keys_file = args.api_keys_file.clone();
-        }
-        set(&mut self.auth_disabled, &args.auth_disabled);
-        set(&mut self.metrics_auth, &args.metrics_auth);
-        set(
-            &mut self.insecure_allow_public_without_auth,
-            &args.insecure_allow_public_without_auth,
-        );
-        set(&mut self.cors_allowed_origins, &args.cors_allowed_origins);
-        if let Some(pairs) = &args.startup_adapters {
-            self.startup_adapters = pairs.iter().cloned().collect();
-        }
     }
 
     /// The fusion method these settings describe.
@@ -685,7 +454,7 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    #[derive(Parser)]
+    #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
         config: ConfigArgs,
@@ -729,6 +498,101 @@ mod tests {
     fn unknown_file_keys_are_rejected() {
         let err = toml::from_str::<Config>("max_in_flite = 3").unwrap_err();
         assert!(err.to_string().contains("max_in_flite"), "{err}");
+    }
+
+    #[test]
+    fn flags_and_variables_come_from_the_names() {
+        for setting in Config::settings() {
+            assert_eq!(
+                setting.flag,
+                format!("--{}", setting.name.replace('_', "-"))
+            );
+            assert_eq!(
+                setting.env,
+                format!("SWITCHYARD_{}", setting.name.to_uppercase())
+            );
+            assert!(!setting.doc.is_empty(), "{} has no doc", setting.name);
+        }
+        let cli = Cli::try_parse_from(["switchyard", "--adapter-base-dir"]);
+        assert!(cli.is_err(), "an optional path's flag still needs a value");
+        let err = Cli::try_parse_from(["switchyard", "--engine", "vllm"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("[possible values: llama.cpp, mistralrs]"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from([
+            "switchyard",
+            "--route-adapters",
+            "rag=fmt, tool = t",
+            "--routes",
+            "simple,rag",
+            "--engine",
+            "mistralrs",
+            "--adapter-base-dir",
+            "base",
+        ]);
+        let mut config = Config::default();
+        config.apply(&cli.unwrap().config);
+        let expected = [("rag", "fmt"), ("tool", "t")].map(|(r, a)| (r.into(), a.into()));
+        assert_eq!(config.route_adapters, BTreeMap::from(expected));
+        assert_eq!(config.routes, [Route::Simple, Route::Rag]);
+        assert_eq!(config.engine, EngineKind::MistralRs);
+        assert_eq!(config.adapter_base_dir, Some(PathBuf::from("base")));
+    }
+
+    /// The README's configuration table lists exactly the declared settings, with their flags
+    /// and defaults; its meanings may say more than the doc comments.
+    #[test]
+    fn readme_configuration_table_matches_the_declarations() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md next to the workspace's Cargo.toml");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("README has a Configuration section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let mut rows: BTreeMap<&str, Vec<&str>> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|row| {
+                let cells: Vec<&str> = row
+                    .trim_matches('|')
+                    .splitn(4, '|')
+                    .map(str::trim)
+                    .collect();
+                (cells[0].trim_matches('`'), cells)
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for setting in Config::settings() {
+            let Some(cells) = rows.remove(setting.name) else {
+                problems.push(format!("`{}` has no row", setting.name));
+                continue;
+            };
+            let flag = format!("`{}`", setting.flag);
+            for (what, readme, declared) in [
+                ("flag", cells.get(1), &flag),
+                ("default", cells.get(2), &setting.default),
+            ] {
+                let readme = readme.copied().unwrap_or("missing");
+                if readme != declared {
+                    problems.push(format!(
+                        "`{}`: README's {what} is {readme}, declared {declared}",
+                        setting.name
+                    ));
+                }
+            }
+            if cells.get(3).is_none_or(|meaning| meaning.is_empty()) {
+                problems.push(format!("`{}` has no meaning", setting.name));
+            }
+        }
+        problems.extend(rows.keys().map(|name| format!("`{name}` is not a setting")));
+        assert!(
+            problems.is_empty(),
+            "README.md's configuration table disagrees with config.rs:\n{}",
+            problems.join("\n")
+        );
     }
 
     #[test]

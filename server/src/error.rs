@@ -59,6 +59,8 @@ pub enum ApiError {
     RetrievalUnavailable(String),
     #[error("the embedder failed: {0}")]
     Embedder(String),
+    #[error("the intent router is not available: {0}")]
+    RouterUnavailable(String),
     #[error("{0}")]
     InvalidAdapter(String),
     #[error("{0}")]
@@ -134,6 +136,7 @@ impl ApiError {
             IndexWriteFailed(_)       => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "index_write_failed"),
             RetrievalUnavailable(_)   => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "retrieval_unavailable"),
             Embedder(_)               => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "embedder_unavailable"),
+            RouterUnavailable(_)      => (StatusCode::SERVICE_UNAVAILABLE, "server_error", "router_unavailable"),
             InvalidAdapter(_)         => (StatusCode::BAD_REQUEST, INVALID, "invalid_adapter"),
             AdapterNotFound(_)        => (StatusCode::NOT_FOUND, INVALID, "adapter_not_found"),
             GenerationConflict(_)     => (StatusCode::CONFLICT, INVALID, "generation_conflict"),
@@ -292,6 +295,7 @@ pub(crate) fn one_of_each() -> Vec<ApiError> {
         IndexWriteFailed(s()),
         RetrievalUnavailable(s()),
         Embedder(s()),
+        RouterUnavailable(s()),
         InvalidAdapter(s()),
         AdapterNotFound(s()),
         GenerationConflict(s()),
@@ -336,6 +340,7 @@ pub(crate) fn one_of_each() -> Vec<ApiError> {
             | IndexWriteFailed(_)
             | RetrievalUnavailable(_)
             | Embedder(_)
+            | RouterUnavailable(_)
             | InvalidAdapter(_)
             | AdapterNotFound(_)
             | GenerationConflict(_)

@@ -1,15 +1,18 @@
 //! Measuring JSON `rag` answers: the route's own prompt for a query (the real hybrid
-//! retriever, [`with_sources`] + [`with_json_instructions`]), and a [`Tally`] of how many
-//! answers parse, match [`answer_schema`] and quote their sources verbatim. Used by
-//! `switchyard format eval` and `tests/format_adapter.rs`.
+//! retriever and the pipeline's ground stage, [`with_grounding`]), and a [`Tally`] of how many
+//! answers parse, match [`answer_schema`] and quote their sources verbatim (the verify stage's
+//! [`verify_quotes`]). Used by `switchyard format eval` and `tests/format_adapter.rs`.
 
 use adapters::{collect, Backend, ChatMessage, GenerationRequest, Role, SamplingParams};
 
+use crate::config::AnswerFormat;
+
 use crate::index::Retrieval;
-use crate::rag::{
-    answer_schema, matches_answer_schema, verify_quotes, with_json_instructions, with_sources,
-    Citation, ANSWER_JSON_MAX_CHARS,
+use crate::pipeline::ground::with_grounding;
+use crate::pipeline::sources::{
+    answer_schema, matches_answer_schema, Citation, ANSWER_JSON_MAX_CHARS,
 };
+use crate::pipeline::verify::verify_quotes;
 
 /// The rag route's JSON-answer prompt for `question`, and its sources.
 pub async fn rag_prompt(
@@ -19,11 +22,13 @@ pub async fn rag_prompt(
 ) -> retrieval::Result<(Vec<ChatMessage>, Vec<Citation>)> {
     let result = retrieval.retriever.search(tenant, question).await?;
     let citations = Citation::from_hits(&result.hits);
-    let messages = with_json_instructions(with_sources(
-        vec![ChatMessage::new(Role::User, question)],
-        &citations,
-    ));
-    Ok((messages, citations))
+    let mut generation = GenerationRequest {
+        messages: vec![ChatMessage::new(Role::User, question)],
+        sampling: SamplingParams::default(),
+        json_schema: None,
+    };
+    with_grounding(&mut generation, &citations, AnswerFormat::Json);
+    Ok((generation.messages, citations))
 }
 
 /// Counts over one (engine, constraints) configuration.

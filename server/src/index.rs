@@ -1,5 +1,6 @@
 //! Opens the document index (embedder, BM25, vector store, catalog) from the server's
-//! configuration; shared by `serve`, `ingest` and `eval`.
+//! configuration; shared by `serve`, `ingest` and `eval`. The router is not part of it
+//! (`routing.rs`): it shares the embedder, not the index's fate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,15 +11,12 @@ use retrieval::{
 };
 
 use crate::config::{Config, VectorStoreKind};
-use crate::routing::{load_router, SharedRouter};
 use retrieval::RetrievalError;
 
 /// The opened index: its write side and its search side.
 pub struct Retrieval {
     pub ingestor: Arc<Ingestor>,
     pub retriever: Arc<HybridRetriever>,
-    /// The trained router, when routing is enabled and one is in `router_dir`.
-    pub router: Option<SharedRouter>,
 }
 
 impl Retrieval {
@@ -41,12 +39,16 @@ pub fn search_config(config: &Config) -> SearchConfig {
     }
 }
 
-/// Loads the embedder and opens the index folder (recovering writes a crash cut short).
-pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
+/// Loads the embedding model (`models_dir`), off the async threads.
+pub async fn load_embedder(config: &Config) -> retrieval::Result<Embedder> {
     let embedder_config = EmbedderConfig::from_models_dir(&config.models_dir);
-    let embedder = tokio::task::spawn_blocking(move || Embedder::load(&embedder_config))
+    tokio::task::spawn_blocking(move || Embedder::load(&embedder_config))
         .await
-        .map_err(|e| retrieval::RetrievalError::Embedder(e.to_string()))??;
+        .map_err(|e| RetrievalError::Embedder(e.to_string()))?
+}
+
+/// Opens the index folder with this embedder (recovering writes a crash cut short).
+pub async fn open_index(config: &Config, embedder: Arc<Embedder>) -> retrieval::Result<Retrieval> {
     let index_config = IndexConfig {
         dir: config.index_dir.clone(),
         vectors: match config.vector_store {
@@ -58,39 +60,15 @@ pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
         },
         chunker: ChunkerConfig::default(),
     };
-    let router = if config.router_enabled {
-        match load_router(&config.router_dir, &embedder) {
-            Ok(Some(router)) => {
-                let served: Vec<&str> = config.routes.iter().map(|r| r.as_str()).collect();
-                if let Some(label) = router
-                    .meta
-                    .routes
-                    .iter()
-                    .find(|r| !served.contains(&r.as_str()))
-                {
-                    return Err(RetrievalError::Router(format!(
-                        "the router in {} predicts `{label}`, which is not in this server's routes {served:?}",
-                        config.router_dir.display()
-                    )));
-                }
-                Some(Arc::new(router))
-            }
-            Ok(None) => {
-                tracing::warn!(
-                    dir = %config.router_dir.display(),
-                    "no trained router there: requests take `default_route` (train one with `switchyard router train`)"
-                );
-                None
-            }
-            Err(err) => return Err(RetrievalError::Router(err.to_string())),
-        }
-    } else {
-        None
-    };
-    let store = Arc::new(IndexStore::open(&index_config, Arc::new(embedder)).await?);
+    let store = Arc::new(IndexStore::open(&index_config, embedder).await?);
     Ok(Retrieval {
         ingestor: Arc::new(Ingestor::new(store.clone())),
         retriever: Arc::new(HybridRetriever::new(store, search_config(config))),
-        router,
     })
+}
+
+/// Loads the embedder and opens the index folder (the CLI commands' way in).
+pub async fn open_retrieval(config: &Config) -> retrieval::Result<Retrieval> {
+    let embedder = Arc::new(load_embedder(config).await?);
+    open_index(config, embedder).await
 }

@@ -1,5 +1,6 @@
 //! The `switchyard` binary: `serve` runs the server, `ingest` fills the document index,
-//! `eval retrieval` scores retrieval, `router train|eval` trains and scores the intent router,
+//! `eval` scores routing, retrieval and answers, `router train|eval` trains and scores the
+//! intent router,
 //! `bench` measures generation against a baseline.
 
 mod bench;
@@ -27,9 +28,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Add or replace documents (folders or files) in the document index.
     Ingest(cli_ingest::IngestArgs),
-    /// Evaluate a component on a labelled set.
-    #[command(subcommand)]
-    Eval(cli_eval::EvalCommand),
+    /// Score routing, retrieval and end-to-end answers on query files.
+    Eval(cli_eval::EvalArgs),
     /// Convert a llama GGUF into a Hugging Face-layout safetensors model (the LoRA base).
     Convert {
         #[arg(long)]
@@ -108,9 +108,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             cli_ingest::run(args).await?
         }
-        Command::Eval(command) => {
+        Command::Eval(args) => {
             switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
-            cli_eval::run(command).await?
+            cli_eval::run(args).await?
         }
         Command::Format(command) => {
             switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");

@@ -195,7 +195,7 @@ impl Metrics {
             ),
             route_fallbacks_total: counter(
                 "switchyard_route_fallbacks_total",
-                "Requests routed to `tool` that could not take it (no tools, tool_choice none)",
+                "Requests answered on another route than decided (no tools, a route not served, the router unavailable or too slow)",
                 &["reason"],
             ),
             citation_markers_removed_total: counter(

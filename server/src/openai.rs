@@ -14,7 +14,7 @@ use adapters::{ChatMessage, FinishReason, GenerationRequest, Role, SamplingParam
 
 use crate::config::{Config, Route};
 use crate::error::{ApiError, Result};
-use crate::rag::Citation;
+use crate::pipeline::sources::Citation;
 
 /// `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, Deserialize)]

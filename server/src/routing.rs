@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use retrieval::{Embedder, EMBEDDING_DIMS, EMBEDDING_MODEL_ID};
+
+use crate::config::Config;
 use router::artifact::{self, META_FILE};
 use router::{
     evaluate, load_examples, stratified_split, Decision, EmbeddingModelRef, Evaluation, Example,
@@ -37,6 +39,40 @@ pub fn load_router(dir: &Path, embedder: &Embedder) -> Result<Option<RouterHandl
     }
     let (classifier, meta) = artifact::load(dir, &embedding_ref(embedder))?;
     Ok(Some(RouterHandle { classifier, meta }))
+}
+
+/// The router a server with this configuration serves: `None` when routing is off or
+/// `router_dir` holds none (requests take `default_route`); an error when it cannot be used
+/// (another embedding model, or a route this server does not serve).
+pub fn load_served_router(
+    config: &Config,
+    embedder: &Embedder,
+) -> Result<Option<SharedRouter>, RouterError> {
+    if !config.router_enabled {
+        return Ok(None);
+    }
+    let Some(router) = load_router(&config.router_dir, embedder)? else {
+        tracing::warn!(
+            dir = %config.router_dir.display(),
+            "no trained router there: requests take `default_route` (train one with `switchyard router train`)"
+        );
+        return Ok(None);
+    };
+    let served: Vec<&str> = config.routes.iter().map(|r| r.as_str()).collect();
+    if let Some(label) = router
+        .meta
+        .routes
+        .iter()
+        .find(|r| !served.contains(&r.as_str()))
+    {
+        return Err(RouterError::Artifact {
+            path: config.router_dir.join(META_FILE).display().to_string(),
+            reason: format!(
+                "the router predicts `{label}`, which is not in this server's routes {served:?}"
+            ),
+        });
+    }
+    Ok(Some(Arc::new(router)))
 }
 
 /// Classifies one query; returns the decision and the time it took (embedding included).

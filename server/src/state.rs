@@ -1,5 +1,6 @@
-//! Shared server state: configuration, the engine and the document index once they are
-//! loaded, metrics, and admission control.
+//! Shared server state: configuration, the engine, the embedder, the router and the document
+//! index once each is loaded, metrics, and admission control. The router and the index share
+//! the embedder but not their fate: either may fail to load while the other serves.
 
 use std::sync::Arc;
 
@@ -8,12 +9,14 @@ use parking_lot::RwLock;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use adapters::Backend;
+use retrieval::Embedder;
 
 use crate::config::Config;
 use crate::error::{ApiError, Result};
 use crate::index::Retrieval;
 use crate::metrics::Metrics;
 use crate::rate_limit::{Rate, RateLimiter};
+use crate::routing::SharedRouter;
 
 /// Where the model is in its life.
 enum EngineStatus {
@@ -22,12 +25,33 @@ enum EngineStatus {
     Failed(String),
 }
 
-/// Where the document index is in its life.
-enum IndexStatus {
+/// Where a part that loads in the background (embedder, router, index) is in its life.
+enum Part<T> {
+    /// Off by configuration (or, for the router, none in `router_dir`).
     Disabled,
     Loading,
-    Ready(Arc<Retrieval>),
+    Ready(T),
     Failed(String),
+}
+
+impl<T: Clone> Part<T> {
+    fn new(enabled: bool) -> RwLock<Self> {
+        RwLock::new(if enabled {
+            Part::Loading
+        } else {
+            Part::Disabled
+        })
+    }
+
+    /// `Ok(None)` when disabled, `Ok(Some)` when ready, else the reason it is not.
+    fn get(&self) -> std::result::Result<Option<T>, String> {
+        match self {
+            Part::Disabled => Ok(None),
+            Part::Ready(part) => Ok(Some(part.clone())),
+            Part::Loading => Err("still loading".into()),
+            Part::Failed(reason) => Err(reason.clone()),
+        }
+    }
 }
 
 struct Inner {
@@ -35,7 +59,9 @@ struct Inner {
     keys: Option<crate::auth::KeyStore>,
     config: Config,
     engine: RwLock<EngineStatus>,
-    index: RwLock<IndexStatus>,
+    embedder: RwLock<Part<Arc<Embedder>>>,
+    router: RwLock<Part<SharedRouter>>,
+    index: RwLock<Part<Arc<Retrieval>>>,
     in_flight: Arc<Semaphore>,
     rate_limiter: Option<RateLimiter>,
     metrics: Metrics,
@@ -82,11 +108,6 @@ impl AppState {
 
     pub fn new(config: Config) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
-        let index = if config.retrieval_enabled {
-            IndexStatus::Loading
-        } else {
-            IndexStatus::Disabled
-        };
         let rate_limiter = RateLimiter::new(Rate {
             per_second: config.rate_limit_per_second,
             burst: config.rate_limit_burst,
@@ -96,9 +117,11 @@ impl AppState {
             adapters: None,
             keys: None,
             rate_limiter,
-            config,
             engine: RwLock::new(EngineStatus::Loading),
-            index: RwLock::new(index),
+            embedder: Part::new(config.retrieval_enabled || config.router_enabled),
+            router: Part::new(config.router_enabled),
+            index: Part::new(config.retrieval_enabled),
+            config,
             in_flight,
             metrics,
         }))
@@ -110,32 +133,83 @@ impl AppState {
 
     pub fn set_index_ready(&self, retrieval: Arc<Retrieval>) {
         self.0.metrics.set_index_stats(retrieval.store().stats());
-        *self.0.index.write() = IndexStatus::Ready(retrieval);
+        *self.0.index.write() = Part::Ready(retrieval);
     }
 
     pub fn set_index_failed(&self, reason: String) {
-        *self.0.index.write() = IndexStatus::Failed(reason);
+        *self.0.index.write() = Part::Failed(reason);
     }
 
     /// The document index, or why there is none.
     pub fn retrieval(&self) -> Result<Arc<Retrieval>> {
-        match &*self.0.index.read() {
-            IndexStatus::Ready(retrieval) => Ok(retrieval.clone()),
-            IndexStatus::Loading => Err(ApiError::IndexUnavailable("still loading".into())),
-            IndexStatus::Disabled => Err(ApiError::IndexUnavailable(
+        match self.0.index.read().get() {
+            Ok(Some(retrieval)) => Ok(retrieval),
+            Ok(None) => Err(ApiError::IndexUnavailable(
                 "retrieval is disabled on this server (retrieval_enabled = false)".into(),
             )),
-            IndexStatus::Failed(reason) => Err(ApiError::IndexUnavailable(reason.clone())),
+            Err(reason) => Err(ApiError::IndexUnavailable(reason)),
         }
     }
 
     /// `None` when retrieval is disabled, else whether the index is ready (or why not).
     pub fn index_readiness(&self) -> Option<Result<()>> {
-        match &*self.0.index.read() {
-            IndexStatus::Disabled => None,
-            IndexStatus::Ready(_) => Some(Ok(())),
-            IndexStatus::Loading => Some(Err(ApiError::IndexUnavailable("still loading".into()))),
-            IndexStatus::Failed(reason) => Some(Err(ApiError::IndexUnavailable(reason.clone()))),
+        match self.0.index.read().get() {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(Ok(())),
+            Err(reason) => Some(Err(ApiError::IndexUnavailable(reason))),
+        }
+    }
+
+    pub fn set_embedder_ready(&self, embedder: Arc<Embedder>) {
+        *self.0.embedder.write() = Part::Ready(embedder);
+    }
+
+    pub fn set_embedder_failed(&self, reason: String) {
+        *self.0.embedder.write() = Part::Failed(reason);
+    }
+
+    /// The embedding model shared by routing, retrieval and `/v1/embeddings`, or why there is
+    /// none.
+    pub fn embedder(&self) -> Result<Arc<Embedder>> {
+        match self.0.embedder.read().get() {
+            Ok(Some(embedder)) => Ok(embedder),
+            Ok(None) => Err(ApiError::Embedder(
+                "no embedding model on this server (retrieval_enabled and router_enabled are false)"
+                    .into(),
+            )),
+            Err(reason) => Err(ApiError::Embedder(reason)),
+        }
+    }
+
+    /// `router`: the loaded router; `None`: routing is off or none was trained.
+    pub fn set_router(&self, router: Option<SharedRouter>) {
+        *self.0.router.write() = match router {
+            Some(router) => Part::Ready(router),
+            None => Part::Disabled,
+        };
+    }
+
+    pub fn set_router_failed(&self, reason: String) {
+        *self.0.router.write() = Part::Failed(reason);
+    }
+
+    /// `None` when no router is configured or trained, else the router once it is loaded (or
+    /// why it is not).
+    pub fn router_readiness(&self) -> Result<Option<SharedRouter>> {
+        self.0
+            .router
+            .read()
+            .get()
+            .map_err(ApiError::RouterUnavailable)
+    }
+
+    /// The router with the embedder it classifies with: `Ok(None)` when routing is off, none
+    /// was trained or it is still loading; an error when it failed to load.
+    pub fn router(&self) -> Result<Option<(Arc<Embedder>, SharedRouter)>> {
+        match &*self.0.router.read() {
+            Part::Ready(router) => Ok(self.embedder().ok().map(|e| (e, router.clone()))),
+            Part::Disabled | Part::Loading => Ok(None),
+            Part::Failed(reason) => Err(ApiError::RouterUnavailable(reason.clone())),
         }
     }
 

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use super::batcher::LoraHandle;
 use super::LlamaCppBackend;
 use crate::convert::{read_gguf_base, GgufBase};
-use crate::host::{AdapterHost, BaseShapes};
+use crate::lora::gguf::{write_lora_gguf, LORA_GGUF_FILE};
 use crate::lora::LoraAdapter;
-use crate::lora_gguf::{write_lora_gguf, LORA_GGUF_FILE};
+use crate::registry::{AdapterHost, BaseShapes};
 use crate::{Backend, EngineError, EventStream, GenerationRequest, Result};
 
 /// The engine adapters apply to, once loaded, with what the adapter files need of its GGUF.

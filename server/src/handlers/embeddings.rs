@@ -93,7 +93,7 @@ pub async fn embeddings(
         }
     }
     let texts = texts(&request.input)?;
-    let embedder = state.retrieval()?.embedder().clone();
+    let embedder = state.embedder()?;
     // Under the same admission as generations, and the same deadline: past it, or when the
     // client goes away, the embedding stops at its next piece instead of running on.
     let slot = state

@@ -1,5 +1,5 @@
-//! `GET /health` (the process is up) and `GET /ready` (the model, and the document index when
-//! retrieval is enabled, are loaded and serving).
+//! `GET /health` (the process is up) and `GET /ready` (the model, the document index when
+//! retrieval is enabled and the router when one is configured are loaded and serving).
 
 use axum::extract::State;
 use axum::Json;
@@ -12,7 +12,7 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 503 with the reason while the model or index loads, or after either failed to load.
+/// 503 with the reason while the model, index or router loads, or after one failed to load.
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>> {
     let backend = state.backend()?;
     let index = match state.index_readiness() {
@@ -29,7 +29,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>> {
             })
         }
     };
+    let router = match state.router_readiness()? {
+        Some(router) => json!({"enabled": true, "routes": router.meta.routes}),
+        None => json!({"enabled": false}),
+    };
     Ok(Json(
-        json!({"status": "ready", "model": backend.model_id(), "index": index}),
+        json!({"status": "ready", "model": backend.model_id(), "index": index, "router": router}),
     ))
 }

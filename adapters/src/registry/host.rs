@@ -4,7 +4,7 @@
 //!
 //! Two hosts: the llama.cpp engine's (`llama::LlamaAdapterHost`) writes a GGUF LoRA and
 //! applies it at runtime to the one served model (a few MB per generation); with the
-//! `mistralrs` feature, `merged::MergedHost` merges the adapter into a copy of a safetensors
+//! `mistralrs` feature, `mistral::MergedHost` merges the adapter into a copy of a safetensors
 //! base and loads it as its own mistral.rs engine (a full model per generation).
 
 use std::collections::HashMap;

@@ -16,6 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 
+pub mod gguf;
+
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// Files of the base copied next to a merged model.

@@ -1,15 +1,19 @@
-//! The `tool` route: checks a request's `tools` and `tool_choice`, builds the JSON schema that
-//! constrains the model's output to a call of one of them, and turns that output into
-//! OpenAI `tool_calls`.
+//! The `tool` route: checks a request's `tools` and `tool_choice`, picks the tool when the
+//! choice is left open (`tool_selection`), builds the prompt and the JSON schema that
+//! constrains the model's output to a call of one of them, and turns that output into an
+//! OpenAI tool call (see `verify.rs`).
 
 use serde_json::{json, Value};
 
-use adapters::{ChatMessage, Role};
+use adapters::{ChatMessage, GenerationRequest, Role};
 
+use crate::config::ToolSelection;
 use crate::error::{ApiError, Result};
 use crate::openai::{
     ChatCompletionRequest, FunctionCall, FunctionSpec, ToolCall, ToolChoice, ToolChoiceMode,
 };
+use crate::pipeline::sources::search_query;
+use crate::state::AppState;
 
 /// At most this many tools per request (OpenAI's limit).
 pub const MAX_TOOLS: usize = 128;
@@ -123,6 +127,14 @@ pub fn tool_set(request: &ChatCompletionRequest) -> Result<ToolSet> {
 }
 
 impl ToolSet {
+    /// A request without tools.
+    pub fn none() -> Self {
+        Self {
+            tools: Vec::new(),
+            mode: ToolMode::Off,
+        }
+    }
+
     /// Narrows the callable tools to `name` (a tool picked for the model).
     pub fn pick(&mut self, name: &str) {
         if self.tools.iter().any(|f| f.name == name) {
@@ -227,6 +239,61 @@ impl ToolSet {
             },
         })
     }
+}
+
+/// Readies the generation of the `tool` route: picks the tool when `tool_choice` leaves it
+/// open, lists the tools in the prompt and constrains the output to a call. Tool calls are
+/// decoded greedily: a sampled token could still match the schema, but greedy gives the
+/// model's best arguments.
+pub async fn prepare(
+    state: &AppState,
+    mut tools: ToolSet,
+    generation: &mut GenerationRequest,
+) -> Result<ToolSet> {
+    if tools.mode == ToolMode::Auto || tools.mode == ToolMode::Required {
+        if let Some(name) = select_tool(state, &tools, generation).await? {
+            tools.pick(&name);
+        }
+    }
+    generation.messages = tools.with_tool_prompt(std::mem::take(&mut generation.messages));
+    generation.json_schema = Some(tools.output_schema());
+    generation.sampling.temperature = 0.0;
+    generation.sampling.seed = None;
+    generation.sampling.stop.clear();
+    Ok(tools)
+}
+
+/// With `tool_selection = "embedding"` and several tools, the tool whose name and description
+/// are nearest to the last user message (cosine of MiniLM embeddings). Small models pick the
+/// wrong one of several tools (SmolLM2-135M called `get_time` for a weather question), while
+/// they fill the arguments of a given tool well.
+async fn select_tool(
+    state: &AppState,
+    tools: &ToolSet,
+    generation: &GenerationRequest,
+) -> Result<Option<String>> {
+    if state.config().tool_selection != ToolSelection::Embedding || tools.tools.len() < 2 {
+        return Ok(None);
+    }
+    let (Ok(embedder), Some(query)) = (state.embedder(), search_query(&generation.messages)) else {
+        return Ok(None);
+    };
+    let candidates = tools.tool_texts();
+    let query = query.to_string();
+    let best = tokio::task::spawn_blocking(move || -> retrieval::Result<Option<String>> {
+        let mut texts = vec![query];
+        texts.extend(candidates.iter().map(|(_, text)| text.clone()));
+        let vectors = embedder.embed(&texts)?;
+        let score = |v: &[f32]| -> f32 { v.iter().zip(&vectors[0]).map(|(a, b)| a * b).sum() };
+        Ok(candidates
+            .iter()
+            .zip(&vectors[1..])
+            .max_by(|a, b| score(a.1).total_cmp(&score(b.1)))
+            .map(|((name, _), _)| name.clone()))
+    })
+    .await
+    .map_err(|e| ApiError::Embedder(e.to_string()))??;
+    Ok(best)
 }
 
 /// Constrains every object in a parameters schema to its declared properties, unless the

@@ -29,11 +29,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::active_set::{ActiveEntry, ActiveSet};
+mod active_set;
+mod host;
+
 use crate::backend::Backend;
 use crate::error::{EngineError, Result};
-use crate::host::AdapterHost;
 use crate::lora::{load_adapter, resolve_in_root};
+use active_set::{ActiveEntry, ActiveSet};
+pub use host::{AdapterHost, BaseShapes};
 
 /// Where adapters come from and what bounds them.
 #[derive(Debug, Clone)]
@@ -282,7 +285,7 @@ impl AdapterRegistry {
     /// Saves which generation each name serves (before the change is acknowledged).
     fn save(&self, state: &State) -> std::result::Result<(), RegistryError> {
         let set = ActiveSet {
-            version: crate::active_set::ACTIVE_SET_VERSION,
+            version: active_set::ACTIVE_SET_VERSION,
             adapters: state
                 .adapters
                 .iter()

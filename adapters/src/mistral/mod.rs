@@ -20,14 +20,20 @@ use mistralrs::{
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-use crate::counter::TokenCounter;
+mod counter;
+mod merged;
+mod seeded;
+
+pub use merged::MergedHost;
+
 use crate::json_end::JsonEnd;
-use crate::seeded::SeededSampler;
 use crate::stop::StopFilter;
 use crate::{
     Backend, EngineError, EventStream, FinishReason, GenerationEvent, GenerationRequest, Result,
     Role, Usage,
 };
+use counter::TokenCounter;
+use seeded::SeededSampler;
 
 /// What to load and how many copies.
 #[derive(Debug, Clone)]

@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::{EngineConfig, MistralRsBackend};
 use crate::backend::Backend;
 use crate::error::Result;
-use crate::host::{AdapterHost, BaseShapes};
 use crate::lora::{base_shapes, merge_into, LoraAdapter};
-use crate::mistral::{EngineConfig, MistralRsBackend};
+use crate::registry::{AdapterHost, BaseShapes};
 
 /// Merges each generation into a safetensors copy of the base and serves it with its own
 /// mistral.rs engine.

@@ -1,0 +1,134 @@
+//! `switchyard eval`'s report (`switchyard_server::evaluation`) on a small subset, the way CI
+//! runs it: the trained router on the first 30 queries of `router/data/routes-eval-traffic.jsonl`
+//! (lines carry an `id`, which is ignored), the real index holding four git pages, the
+//! `git-docs-dev.jsonl` queries answered by those pages, and two answers generated through the
+//! request pipeline by the real model.
+
+use std::io::Write;
+
+use switchyard_server::evaluation::{evaluate, EvalPlan};
+use switchyard_server::state::AppState;
+use switchyard_server::{app::load_retrieval_and_routing, load_engine};
+use switchyard_tests::{corpus_text, rag_config, trained_router, workspace_root};
+
+const PAGES: [&str; 4] = [
+    "git-stash.txt",
+    "git-bisect.txt",
+    "git-clean.txt",
+    "git-cherry-pick.txt",
+];
+
+/// The first `n` lines of `source` that `keep` accepts, in a file of their own.
+fn subset(
+    source: &str,
+    n: usize,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> tempfile::NamedTempFile {
+    let text = std::fs::read_to_string(workspace_root().join(source)).unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for line in text
+        .lines()
+        .filter(|l| keep(&serde_json::from_str(l).unwrap()))
+        .take(n)
+    {
+        writeln!(file, "{line}").unwrap();
+    }
+    file
+}
+
+#[tokio::test]
+async fn the_evaluation_reports_routing_retrieval_and_answers() {
+    let index = tempfile::tempdir().unwrap();
+    let mut config = rag_config(index.path());
+    config.router_enabled = true;
+    config.router_dir = trained_router().await.to_path_buf();
+    config.default_max_tokens = 24;
+    let state = AppState::new(config.clone());
+    load_retrieval_and_routing(state.clone()).await;
+    let retrieval = state.retrieval().unwrap();
+    for page in PAGES {
+        retrieval
+            .ingestor
+            .upsert(retrieval::NewDocument {
+                tenant: "default".into(),
+                doc_id: page.into(),
+                text: corpus_text(page),
+                title: None,
+                format: None,
+            })
+            .await
+            .unwrap();
+    }
+    state.set_ready(load_engine(&config, None).await.unwrap());
+
+    let routing = subset("router/data/routes-eval-traffic.jsonl", 30, |_| true);
+    let answered_here = |q: &serde_json::Value| {
+        q["relevant"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(doc, grade)| grade == 2 && PAGES.contains(&doc.as_str()))
+    };
+    let questions = subset("retrieval/eval/git-docs-dev.jsonl", 3, answered_here);
+    let plan = EvalPlan {
+        routing: vec![routing.path().to_path_buf()],
+        router_train_data: workspace_root().join("router/data/routes.jsonl"),
+        retrieval: vec![questions.path().to_path_buf()],
+        answers: 2,
+        tenant: "default".into(),
+    };
+    let report = evaluate(&state, &plan).await.unwrap();
+
+    let routed = &report.routing[0];
+    assert_eq!(routed.queries, 30);
+    assert!(
+        routed.classifier.accuracy > 0.6,
+        "{}",
+        routed.classifier.render("classifier")
+    );
+    assert!((0.0..=1.0).contains(&routed.baseline.accuracy));
+    let latency = routed.latency.unwrap();
+    assert!(latency.p50_ms > 0.0 && latency.p50_ms <= latency.p95_ms);
+
+    let searched = &report.retrieval[0];
+    assert_eq!(searched.report.queries, 3);
+    // Pages judged but not ingested here are reported as missing; the ingested ones are not.
+    assert!(!searched.missing.is_empty());
+    assert!(
+        searched
+            .missing
+            .iter()
+            .all(|d| !PAGES.contains(&d.as_str())),
+        "{:?}",
+        searched.missing
+    );
+    assert_eq!(searched.report.scores.len(), 5);
+    // Four pages in the index and each question's answering page among them: the default
+    // fusion puts it among the chunks sent for at least two of the three.
+    let rrf = &searched.report.scores[2];
+    assert!(rrf.method.starts_with("rrf"), "{rrf:?}");
+    assert!(
+        rrf.answer_in_top_k >= 2.0 / 3.0,
+        "{:?}",
+        searched.report.scores
+    );
+
+    let answers = &report.answers[0];
+    assert_eq!((answers.answers, answers.failed), (2, 0));
+    assert!(answers.routed_rag <= 2 && answers.sources_hold_answer <= answers.routed_rag);
+    let (first, total) = (answers.first_event.unwrap(), answers.total.unwrap());
+    assert!(
+        first.p50_ms > 0.0 && first.p50_ms <= total.p95_ms,
+        "{first:?} {total:?}"
+    );
+    assert!(answers.route.is_some());
+
+    let printed = report.render(&config);
+    for heading in [
+        "## Routing",
+        "## Retrieval",
+        "## Answers through the pipeline",
+    ] {
+        assert!(printed.contains(heading), "{printed}");
+    }
+}
