@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::{Result, RetrievalError};
 use crate::fusion::{fuse, FusionMethod, Scored};
-use crate::hybrid::HybridRetriever;
+use crate::hybrid::{select_sources, HybridRetriever};
 
 /// Cut-off of every metric.
 pub const CUTOFF: usize = 10;
@@ -238,7 +238,12 @@ pub async fn evaluate(
             sum.0 += ndcg_at(&docs, &query.relevant, CUTOFF);
             sum.1 += recall_at(&docs, &query.relevant, CUTOFF);
             sum.2 += mrr_at(&docs, &query.relevant, CUTOFF);
-            if answer_in_top_chunks(&ranked, &query.relevant, top_k) {
+            let sources = select_sources(
+                ranked.clone(),
+                top_k,
+                retriever.config().max_chunks_per_document,
+            );
+            if answer_in_top_chunks(&sources, &query.relevant, top_k) {
                 sum.3 += 1.0;
             }
         }

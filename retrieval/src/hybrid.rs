@@ -2,6 +2,7 @@
 //! fused. When one side fails or times out, the other's results are served and the result
 //! says which side was lost and why; only when both fail is it an error.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ pub struct SearchConfig {
     pub candidates: usize,
     /// Chunks returned after fusion.
     pub top_k: usize,
+    /// At most this many of the `top_k` chunks come from one document (0: no limit), so that
+    /// one long page does not fill every source the model is given.
+    pub max_chunks_per_document: usize,
     pub fusion: FusionMethod,
     /// Deadline of each stage (embedding, BM25, vector search).
     pub stage_timeout: Duration,
@@ -28,10 +32,31 @@ impl Default for SearchConfig {
         Self {
             candidates: 50,
             top_k: 4,
+            max_chunks_per_document: 0,
             fusion: FusionMethod::default(),
             stage_timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// The first `top_k` chunks of a fused ranking, taking at most `per_document` from one
+/// document (0: no limit); a chunk passed over for its document's cap leaves room for the
+/// next document's.
+pub fn select_sources(fused: Vec<Scored>, top_k: usize, per_document: usize) -> Vec<Scored> {
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    fused
+        .into_iter()
+        .filter(|hit| {
+            if per_document == 0 {
+                return true;
+            }
+            let doc = hit.id.rsplit_once('#').map_or(hit.id.as_str(), |(d, _)| d);
+            let count = taken.entry(doc.to_string()).or_default();
+            *count += 1;
+            *count <= per_document
+        })
+        .take(top_k)
+        .collect()
 }
 
 /// Why a retriever's results are missing.
@@ -231,16 +256,20 @@ impl HybridRetriever {
         }
         let started = Instant::now();
         let available: Vec<Vec<Scored>> = [lists.bm25, lists.dense].into_iter().flatten().collect();
-        let fused = fuse(&available, &self.config.fusion, self.config.top_k);
-        let hits = fused
-            .into_iter()
-            .filter_map(|scored| {
-                Some(Hit {
-                    score: scored.score,
-                    chunk: self.store.chunk(tenant, &scored.id)?,
-                })
+        let fused = fuse(&available, &self.config.fusion, self.config.candidates);
+        let hits = select_sources(
+            fused,
+            self.config.top_k,
+            self.config.max_chunks_per_document,
+        )
+        .into_iter()
+        .filter_map(|scored| {
+            Some(Hit {
+                score: scored.score,
+                chunk: self.store.chunk(tenant, &scored.id)?,
             })
-            .collect();
+        })
+        .collect();
         let mut timings = lists.timings;
         timings.fusion = started.elapsed();
         Ok(SearchResult {
@@ -248,5 +277,28 @@ impl HybridRetriever {
             degraded: lists.degraded,
             timings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_take_at_most_the_cap_from_one_document() {
+        let fused: Vec<Scored> = ["a#0", "a#1", "b#0", "a#2", "c#3", "b#1", "d#0"]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Scored::new(*id, 1.0 - i as f32 * 0.1))
+            .collect();
+        let ids = |cap| -> Vec<String> {
+            select_sources(fused.clone(), 4, cap)
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(ids(0), ["a#0", "a#1", "b#0", "a#2"]);
+        assert_eq!(ids(1), ["a#0", "b#0", "c#3", "d#0"]);
+        assert_eq!(ids(2), ["a#0", "a#1", "b#0", "c#3"]);
     }
 }

@@ -34,6 +34,7 @@ pub fn search_config(config: &Config) -> SearchConfig {
     SearchConfig {
         candidates: config.retrieval_candidates,
         top_k: config.rag_top_k,
+        max_chunks_per_document: config.rag_max_chunks_per_document,
         fusion: config.fusion_method(),
         stage_timeout: Duration::from_millis(config.retrieval_timeout_ms),
     }
