@@ -50,6 +50,10 @@ pub struct RouterMeta {
     /// Per route: below this probability the router abstains.
     pub thresholds: BTreeMap<String, f32>,
     pub embedding_model: EmbeddingModelRef,
+    /// Buckets of lexical features after the embedding (`lexical.rs`); 0 (and routers saved
+    /// before they existed): the embedding alone.
+    #[serde(default)]
+    pub lexical_buckets: usize,
     pub training: TrainingInfo,
 }
 
@@ -152,7 +156,7 @@ pub fn load(dir: &Path, running: &EmbeddingModelRef) -> Result<(IntentClassifier
     let weights_path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&weights_path)?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| artifact_error(&weights_path, e))?;
-    let (routes, dims) = (meta.routes.len(), running.dims);
+    let (routes, dims) = (meta.routes.len(), running.dims + meta.lexical_buckets);
     let weights = tensor_f32(&tensors, "weight", &[routes, dims], &weights_path)?;
     let bias = tensor_f32(&tensors, "bias", &[routes], &weights_path)?;
     let thresholds = meta
@@ -204,6 +208,7 @@ mod tests {
                 sha256: "abc".into(),
                 dims: 3,
             },
+            lexical_buckets: 0,
             training: TrainingInfo {
                 data_sha256: "d".into(),
                 examples: 10,
@@ -237,6 +242,27 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("retrain"), "{err}");
+    }
+
+    #[test]
+    fn lexical_features_widen_the_weights_and_older_files_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut model, mut meta) = model_and_meta();
+        meta.lexical_buckets = 2;
+        model.dims = 5;
+        model.weights = (0..10).map(|i| i as f32 / 10.0).collect();
+        save(dir.path(), &model, &meta).unwrap();
+        let (loaded, _) = load(dir.path(), &meta.embedding_model).unwrap();
+        assert_eq!(loaded.dims, 5);
+        // A router.json written before the field existed reads as the embedding alone, and
+        // its [routes × 5] weights are then refused as the wrong shape.
+        let path = dir.path().join(META_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("lexical_buckets");
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = load(dir.path(), &meta.embedding_model).unwrap_err();
+        assert!(err.to_string().contains("weight"), "{err}");
     }
 
     #[test]

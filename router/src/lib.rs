@@ -15,6 +15,7 @@ pub mod classifier;
 pub mod dataset;
 mod error;
 pub mod evaluate;
+pub mod lexical;
 
 pub use artifact::{EmbeddingModelRef, RouterMeta, TrainingInfo};
 pub use baseline::NearestNeighbours;
@@ -22,3 +23,4 @@ pub use classifier::{Decision, IntentClassifier, TrainConfig};
 pub use dataset::{load_examples, stratified_split, Example};
 pub use error::{Result, RouterError};
 pub use evaluate::{evaluate, Evaluation};
+pub use lexical::{lexical_features, router_input};

@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// Probability below which a prediction abstains (every route; edit router.json per route).
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
+    /// Buckets of hashed lexical features (words, word pairs, character trigrams) beside the
+    /// embedding; 0: the embedding alone.
+    #[arg(long, default_value_t = TrainOptions::default().lexical_buckets)]
+    pub lexical_buckets: usize,
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     #[arg(long, default_value_t = 42)]
@@ -74,6 +78,7 @@ pub fn run(command: RouterCommand) -> anyhow::Result<()> {
                 holdout: args.holdout,
                 split_seed: args.seed,
                 threshold: args.threshold,
+                lexical_buckets: args.lexical_buckets,
                 config: TrainConfig {
                     epochs: args.epochs,
                     seed: args.seed,
