@@ -3,7 +3,8 @@
 //!
 //! Data flows `dataset` (labelled queries, stratified split) → the caller embeds the queries
 //! (the same MiniLM model as retrieval; this crate takes vectors, so it depends on no model)
-//! → `classifier` (multinomial logistic regression trained here, per-route thresholds,
+//! → `lexical` (hashed word and trigram features put beside the embedding) → `classifier`
+//! (multinomial logistic regression trained here, per-route thresholds,
 //! abstention) → `artifact` (safetensors weights + JSON metadata naming the embedding model)
 //! → `evaluate` (accuracy, per-route precision/recall/F1, confusion matrix), with `baseline`
 //! (nearest neighbours over the training utterances, semantic-router's method) measured on
