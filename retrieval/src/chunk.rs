@@ -63,6 +63,11 @@ impl Default for ChunkerConfig {
     }
 }
 
+/// The document a chunk id (`<doc_id>#<n>`) belongs to; an id without `#` is its own.
+pub fn document_of(chunk_id: &str) -> &str {
+    chunk_id.rsplit_once('#').map_or(chunk_id, |(doc, _)| doc)
+}
+
 /// One chunk of a document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {

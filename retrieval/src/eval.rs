@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::chunk::document_of;
 use crate::error::{Result, RetrievalError};
 use crate::fusion::{fuse, FusionMethod, Scored};
 use crate::hybrid::{select_sources, HybridRetriever};
@@ -66,7 +67,7 @@ pub fn document_ranking(chunks: &[Scored]) -> Vec<String> {
     chunks
         .iter()
         .filter_map(|hit| {
-            let doc = hit.id.rsplit_once('#').map_or(hit.id.as_str(), |(d, _)| d);
+            let doc = document_of(&hit.id);
             seen.insert(doc.to_string()).then(|| doc.to_string())
         })
         .collect()

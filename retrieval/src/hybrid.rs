@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::document_of;
 use crate::error::{Result, RetrievalError};
 use crate::fusion::{fuse, FusionMethod, Scored};
 use crate::store::{ChunkRecord, IndexStore};
@@ -50,8 +51,7 @@ pub fn select_sources(fused: Vec<Scored>, top_k: usize, per_document: usize) -> 
             if per_document == 0 {
                 return true;
             }
-            let doc = hit.id.rsplit_once('#').map_or(hit.id.as_str(), |(d, _)| d);
-            let count = taken.entry(doc.to_string()).or_default();
+            let count = taken.entry(document_of(&hit.id).to_string()).or_default();
             *count += 1;
             *count <= per_document
         })
