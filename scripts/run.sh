@@ -12,8 +12,10 @@ python3 scripts/fetch_models.py
 corpus="$(scripts/fetch_corpus.sh)"
 cargo build --locked -p switchyard-server --bin switchyard
 bin="$CARGO_TARGET_DIR/debug/switchyard"
-if [ ! -f models/router/router.json ] || [ router/data/routes.jsonl -nt models/router/router.json ]; then
-  "$bin" router train --data router/data/routes.jsonl --out models/router
+if [ ! -f models/router/router.json ] || [ router/data/routes.jsonl -nt models/router/router.json ] \
+  || [ router/data/routes-chat.jsonl -nt models/router/router.json ]; then
+  "$bin" router train --data router/data/routes.jsonl --extra-data router/data/routes-chat.jsonl \
+    --out models/router
 fi
 "$bin" ingest "$corpus"
 if [ -z "${SWITCHYARD_API_KEYS:-}" ] && [ -z "${SWITCHYARD_API_KEYS_FILE:-}" ]; then

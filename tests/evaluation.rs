@@ -72,10 +72,11 @@ async fn the_evaluation_reports_routing_retrieval_and_answers() {
     let questions = subset("retrieval/eval/git-docs-dev.jsonl", 3, answered_here);
     let plan = EvalPlan {
         routing: vec![routing.path().to_path_buf()],
-        router_train_data: workspace_root().join("router/data/routes.jsonl"),
+        router_train_data: vec![workspace_root().join("router/data/routes.jsonl")],
         retrieval: vec![questions.path().to_path_buf()],
         answers: 2,
         tenant: "default".into(),
+        ranked_lists_dir: Some(index.path().join("ranked")),
     };
     let report = evaluate(&state, &plan).await.unwrap();
 
@@ -113,6 +114,27 @@ async fn the_evaluation_reports_routing_retrieval_and_answers() {
         searched.report.scores
     );
 
+    // The candidate lists written for offline study: one line per query, both retrievers'
+    // chunks from the four pages, best first.
+    let stem = questions.path().file_stem().unwrap().to_string_lossy();
+    let dumped =
+        std::fs::read_to_string(index.path().join(format!("ranked/{stem}.ranked.jsonl"))).unwrap();
+    assert_eq!(dumped.lines().count(), 3);
+    for line in dumped.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        for side in ["bm25", "dense"] {
+            let hits = line[side].as_array().unwrap();
+            assert!(!hits.is_empty(), "{line}");
+            let scores: Vec<f64> = hits.iter().map(|h| h[1].as_f64().unwrap()).collect();
+            assert!(
+                scores.windows(2).all(|w| w[0] >= w[1]),
+                "{side}: {scores:?}"
+            );
+            let doc = hits[0][0].as_str().unwrap().split('#').next().unwrap();
+            assert!(PAGES.contains(&doc), "{doc}");
+        }
+    }
+
     let answers = &report.answers[0];
     assert_eq!((answers.answers, answers.failed), (2, 0));
     assert!(answers.routed_rag <= 2 && answers.sources_hold_answer <= answers.routed_rag);
@@ -131,4 +153,44 @@ async fn the_evaluation_reports_routing_retrieval_and_answers() {
     ] {
         assert!(printed.contains(heading), "{printed}");
     }
+}
+
+#[tokio::test]
+async fn extra_training_files_are_trained_on_whole_and_never_scored() {
+    let router_dir = trained_router().await;
+    let meta: router::RouterMeta = serde_json::from_str(
+        &std::fs::read_to_string(router_dir.join(router::artifact::META_FILE)).unwrap(),
+    )
+    .unwrap();
+    let chat = workspace_root().join("router/data/routes-chat.jsonl");
+    let (chat_examples, chat_sha) = router::load_examples(&chat).unwrap();
+    let training = &meta.training;
+    assert_eq!(training.extra_data.len(), 1, "{training:?}");
+    assert_eq!(training.extra_data[0].sha256, chat_sha);
+    // Every extra example is on the training side; the held-out split is routes.jsonl's alone.
+    assert_eq!(
+        training.train_examples + training.heldout_examples,
+        training.examples
+    );
+    assert_eq!(
+        training.examples - chat_examples.len(),
+        router::load_examples(&workspace_root().join("router/data/routes.jsonl"))
+            .unwrap()
+            .0
+            .len()
+    );
+    let embedder = retrieval::Embedder::load(&retrieval::EmbedderConfig::from_models_dir(
+        &workspace_root().join("models"),
+    ))
+    .unwrap();
+    let refused = switchyard_server::routing::eval_router(
+        &embedder,
+        router_dir,
+        &chat,
+        &[workspace_root().join("router/data/routes.jsonl")],
+    )
+    .err()
+    .expect("a file trained on whole is refused as test data")
+    .to_string();
+    assert!(refused.contains("trained on whole"), "{refused}");
 }

@@ -416,7 +416,8 @@ pub async fn post_place_request(server: &TestServer, closed: bool) -> Value {
     response
 }
 
-/// The intent router trained once per test binary on `router/data/routes.jsonl` with the real
+/// The intent router trained once per test binary as `scripts/run.sh` trains it (on
+/// `router/data/routes.jsonl`, with `routes-chat.jsonl` trained on whole) with the real
 /// embedder (seeded, so every binary gets the same one); its folder.
 pub async fn trained_router() -> &'static std::path::Path {
     use switchyard_server::routing::{train_router, TrainOptions};
@@ -433,7 +434,10 @@ pub async fn trained_router() -> &'static std::path::Path {
             &embedder,
             &workspace_root().join("router/data/routes.jsonl"),
             &out,
-            &TrainOptions::default(),
+            &TrainOptions {
+                extra_data: vec![workspace_root().join("router/data/routes-chat.jsonl")],
+                ..TrainOptions::default()
+            },
             &mut |_, _, _| {},
         )
         .unwrap();

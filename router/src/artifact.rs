@@ -39,6 +39,19 @@ pub struct TrainingInfo {
     pub holdout: f64,
     pub split_seed: u64,
     pub config: TrainConfig,
+    /// Files whose examples were all trained on, none held out (`--extra-data`); none in
+    /// routers saved before they existed.
+    #[serde(default)]
+    pub extra_data: Vec<ExtraData>,
+}
+
+/// One training-only file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraData {
+    /// The path as given to `router train`.
+    pub file: String,
+    pub sha256: String,
+    pub examples: usize,
 }
 
 /// `router.json`.
@@ -219,6 +232,7 @@ mod tests {
                 holdout: 0.2,
                 split_seed: 1,
                 config: TrainConfig::default(),
+                extra_data: Vec::new(),
             },
         };
         (model, meta)

@@ -91,20 +91,37 @@ impl IntentClassifier {
             bias: Vec::new(),
             thresholds: vec![0.0; classes],
         };
+        // The lexical part of an input is mostly zeros: visiting only the non-zero entries
+        // gives the same sums about ten times faster.
+        let sparse: Vec<Vec<(usize, f32)>> = features
+            .iter()
+            .map(|x| {
+                x.iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v != 0.0)
+                    .map(|(i, v)| (i, *v))
+                    .collect()
+            })
+            .collect();
         for epoch in 1..=config.epochs {
             let mut grad_w = vec![0.0f32; weights.len()];
             let mut grad_b = vec![0.0f32; classes];
             let mut loss = 0.0f32;
-            for (x, &y) in features.iter().zip(labels) {
-                let mut p = logits(&weights, &bias, dims, x);
+            for (x, &y) in sparse.iter().zip(labels) {
+                let mut p: Vec<f32> = (0..classes)
+                    .map(|c| {
+                        let row = &weights[c * dims..(c + 1) * dims];
+                        bias[c] + x.iter().map(|&(i, v)| row[i] * v).sum::<f32>()
+                    })
+                    .collect();
                 softmax(&mut p);
                 loss -= p[y].max(1e-12).ln();
                 for c in 0..classes {
                     let g = p[c] - if c == y { 1.0 } else { 0.0 };
                     grad_b[c] += g;
                     let row = &mut grad_w[c * dims..(c + 1) * dims];
-                    for (gw, xi) in row.iter_mut().zip(x) {
-                        *gw += g * xi;
+                    for &(i, v) in x {
+                        row[i] += g * v;
                     }
                 }
             }

@@ -18,7 +18,7 @@ mod error;
 pub mod evaluate;
 pub mod lexical;
 
-pub use artifact::{EmbeddingModelRef, RouterMeta, TrainingInfo};
+pub use artifact::{EmbeddingModelRef, ExtraData, RouterMeta, TrainingInfo};
 pub use baseline::NearestNeighbours;
 pub use classifier::{Decision, IntentClassifier, TrainConfig};
 pub use dataset::{load_examples, stratified_split, Example};

@@ -26,12 +26,17 @@ pub struct EvalArgs {
     /// (0: retrieval scores only).
     #[arg(long, default_value_t = 10)]
     pub answers: usize,
-    /// The router's training file, from which the nearest-neighbour baseline is built.
+    /// The router's training file, from which the nearest-neighbour baseline is built with
+    /// the extra files the router records (repeat to name other files).
     #[arg(long, default_value = "router/data/routes.jsonl")]
-    pub router_train_data: PathBuf,
+    pub router_train_data: Vec<PathBuf>,
     /// Tenant whose documents are searched (default: the configured default tenant).
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Also write each retrieval file's BM25 and dense candidate lists into this folder
+    /// (`<file stem>.ranked.jsonl`), to study fusion offline.
+    #[arg(long)]
+    pub ranked_lists_dir: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -55,6 +60,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         retrieval: args.retrieval,
         answers,
         tenant: args.tenant.unwrap_or_else(|| config.default_tenant.clone()),
+        ranked_lists_dir: args.ranked_lists_dir,
     };
     let state = AppState::new(config.clone());
     if answers > 0 {

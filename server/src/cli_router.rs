@@ -25,6 +25,10 @@ pub struct TrainArgs {
     /// JSONL lines `{"query": "...", "route": "..."}`.
     #[arg(long)]
     pub data: PathBuf,
+    /// More labelled queries, trained on whole (none held out), so the held-out split of
+    /// `--data` stays the same queries (repeat for several files).
+    #[arg(long)]
+    pub extra_data: Vec<PathBuf>,
     /// Output folder (default: the configured `router_dir`).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -52,10 +56,11 @@ pub struct EvalArgs {
     /// held-out split is scored.
     #[arg(long)]
     pub data: PathBuf,
-    /// The data the baseline indexes (default: `--data`; its training split when it is the
-    /// router's training file).
+    /// The data the baseline indexes: the router's training files, its `--data` first, then
+    /// its `--extra-data` (default: `--data`; its training split when it is the router's
+    /// training file). Repeat for several files.
     #[arg(long)]
-    pub train_data: Option<PathBuf>,
+    pub train_data: Vec<PathBuf>,
     /// Router folder (default: the configured `router_dir`).
     #[arg(long)]
     pub router: Option<PathBuf>,
@@ -79,6 +84,7 @@ pub fn run(command: RouterCommand) -> anyhow::Result<()> {
                 split_seed: args.seed,
                 threshold: args.threshold,
                 lexical_buckets: args.lexical_buckets,
+                extra_data: args.extra_data,
                 config: TrainConfig {
                     epochs: args.epochs,
                     seed: args.seed,
@@ -126,7 +132,11 @@ pub fn run(command: RouterCommand) -> anyhow::Result<()> {
             let config = Config::resolve(&args.config)?;
             let embedder = embedder(&config)?;
             let router_dir = args.router.unwrap_or_else(|| config.router_dir.clone());
-            let train_data = args.train_data.unwrap_or_else(|| args.data.clone());
+            let train_data = if args.train_data.is_empty() {
+                vec![args.data.clone()]
+            } else {
+                args.train_data
+            };
             let (classifier, baseline, n) =
                 eval_router(&embedder, &router_dir, &args.data, &train_data)?;
             println!("{n} queries from {}", args.data.display());

@@ -30,14 +30,18 @@ use crate::state::AppState;
 pub struct EvalPlan {
     /// `{"query", "route"}` lines (other fields ignored).
     pub routing: Vec<PathBuf>,
-    /// The router's training file: the baseline is built from it (its held-out split only
-    /// when a routing file is that file).
-    pub router_train_data: PathBuf,
+    /// The router's training files (its data file, then any extra ones): the baseline is
+    /// built from them (from the data file's training split when a routing file is that file).
+    pub router_train_data: Vec<PathBuf>,
     /// `{"query", "relevant": {"doc": 1|2}}` lines (other fields ignored).
     pub retrieval: Vec<PathBuf>,
     /// Answers generated per retrieval file (its first queries); 0: none.
     pub answers: usize,
     pub tenant: String,
+    /// When set, each retrieval file's BM25 and dense candidate lists are written there as
+    /// `<file stem>.ranked.jsonl` (`{"query", "relevant", "bm25": [[chunk id, score]..],
+    /// "dense": [..]}`), to study fusion and reranking offline.
+    pub ranked_lists_dir: Option<PathBuf>,
 }
 
 /// p50 and p95 of a stage, in milliseconds.
@@ -126,6 +130,9 @@ pub async fn evaluate(state: &AppState, plan: &EvalPlan) -> Result<Report> {
         report
             .retrieval
             .push(retrieval(state, file, &queries, &plan.tenant).await?);
+        if let Some(dir) = &plan.ranked_lists_dir {
+            write_ranked_lists(state, file, &queries, &plan.tenant, dir).await?;
+        }
         if plan.answers > 0 {
             let first = &queries[..plan.answers.min(queries.len())];
             report
@@ -136,7 +143,7 @@ pub async fn evaluate(state: &AppState, plan: &EvalPlan) -> Result<Report> {
     Ok(report)
 }
 
-async fn routing(state: &AppState, file: &Path, train_data: &Path) -> Result<RoutingReport> {
+async fn routing(state: &AppState, file: &Path, train_data: &[PathBuf]) -> Result<RoutingReport> {
     let router_dir = state.config().router_dir.clone();
     let (embedder, router) = state.router()?.ok_or_else(|| {
         ApiError::RouterUnavailable(format!(
@@ -144,7 +151,7 @@ async fn routing(state: &AppState, file: &Path, train_data: &Path) -> Result<Rou
             router_dir.display()
         ))
     })?;
-    let (file, train_data) = (file.to_path_buf(), train_data.to_path_buf());
+    let (file, train_data) = (file.to_path_buf(), train_data.to_vec());
     let fallback = state.config().router_fallback_route;
     tokio::task::spawn_blocking(move || {
         let (classifier, baseline, queries) =
@@ -216,6 +223,43 @@ async fn retrieval(
         report,
         missing,
     })
+}
+
+async fn write_ranked_lists(
+    state: &AppState,
+    file: &Path,
+    queries: &[EvalQuery],
+    tenant: &str,
+    dir: &Path,
+) -> Result<()> {
+    let index = state.retrieval()?;
+    let candidates = state.config().retrieval_candidates;
+    let as_pairs = |list: Option<Vec<retrieval::Scored>>| -> Vec<(String, f32)> {
+        list.unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.id, s.score))
+            .collect()
+    };
+    let mut out = String::new();
+    for query in queries {
+        let lists = index
+            .retriever
+            .ranked_lists(tenant, &query.query, candidates)
+            .await;
+        let line = serde_json::json!({
+            "query": query.query,
+            "relevant": query.relevant,
+            "bm25": as_pairs(lists.bm25),
+            "dense": as_pairs(lists.dense),
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let path = dir.join(format!("{stem}.ranked.jsonl"));
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, out))
+        .map_err(|e| ApiError::Internal(format!("writing {}: {e}", path.display())))
 }
 
 /// Asks each query as a client would (the base model, the router deciding, greedy) and scores

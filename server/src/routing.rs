@@ -1,7 +1,7 @@
 //! The trained router in the server: training and evaluating it on the running embedder
 //! (`switchyard router train|eval`), loading it at start, and classifying a query.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use crate::config::Config;
 use router::artifact::{self, META_FILE};
 use router::{
     evaluate, load_examples, router_input, stratified_split, Decision, EmbeddingModelRef,
-    Evaluation, Example, IntentClassifier, NearestNeighbours, RouterError, RouterMeta, TrainConfig,
-    TrainingInfo,
+    Evaluation, Example, ExtraData, IntentClassifier, NearestNeighbours, RouterError, RouterMeta,
+    TrainConfig, TrainingInfo,
 };
 
 /// Neighbours the baseline looks at (semantic-router's default top_k is 5).
@@ -102,6 +102,9 @@ pub struct TrainOptions {
     pub threshold: f32,
     /// Buckets of lexical features beside the embedding (0: the embedding alone).
     pub lexical_buckets: usize,
+    /// Files trained on whole, beside the training split of `data` (none held out), so the
+    /// held-out split stays the same queries whatever is added.
+    pub extra_data: Vec<PathBuf>,
     pub config: TrainConfig,
 }
 
@@ -114,6 +117,7 @@ impl Default for TrainOptions {
             // Chosen on both routing sets (held-out split / routes-eval-traffic.jsonl): 0
             // gave 0.903 / 0.854, 2048 0.930 / 0.875, 4096 0.930 / 0.879, 8192 0.919 / 0.883.
             lexical_buckets: 4096,
+            extra_data: Vec::new(),
             config: TrainConfig::default(),
         }
     }
@@ -185,8 +189,32 @@ pub fn train_router(
             idx.iter().map(|&i| &examples[i]).collect(),
         )
     };
-    let (train_e, train_ex) = pick(&train);
+    let (mut train_e, mut train_ex) = pick(&train);
     let (held_e, held_ex) = pick(&held);
+    let mut extras = Vec::new();
+    let mut extra_examples = Vec::new();
+    for file in &options.extra_data {
+        let (more, sha256) = load_examples(file)?;
+        if let Some(e) = more.iter().find(|e| !routes.contains(&e.route)) {
+            return Err(RouterError::Data(format!(
+                "{}: route `{}` is not in {}",
+                file.display(),
+                e.route,
+                data.display()
+            ))
+            .into());
+        }
+        extras.push(ExtraData {
+            file: file.display().to_string(),
+            sha256,
+            examples: more.len(),
+        });
+        extra_examples.extend(more);
+    }
+    train_e.extend(embed_all(embedder, &extra_examples, &mut |done, total| {
+        progress("embedding", done, total)
+    })?);
+    train_ex.extend(extra_examples.iter());
     let inputs = |vectors: &[Vec<f32>], examples: &[&Example]| -> Vec<Vec<f32>> {
         vectors
             .iter()
@@ -223,14 +251,15 @@ pub fn train_router(
         lexical_buckets: options.lexical_buckets,
         training: TrainingInfo {
             data_sha256,
-            examples: examples.len(),
-            train_examples: train.len(),
+            examples: examples.len() + extra_examples.len(),
+            train_examples: train_ex.len(),
             heldout_examples: held.len(),
             heldout_accuracy: classifier_eval.accuracy,
             baseline_heldout_accuracy: baseline_eval.accuracy,
             holdout: options.holdout,
             split_seed: options.split_seed,
             config: options.config.clone(),
+            extra_data: extras,
         },
     };
     artifact::save(out, &classifier, &meta)?;
@@ -241,14 +270,17 @@ pub fn train_router(
     })
 }
 
-/// Evaluates the router in `router_dir` on `data`, and the baseline built from `train_data`.
-/// When `data` is the router's own training file, only its held-out split is scored (and
-/// the baseline indexes only the training split), so neither sees its test queries.
+/// Evaluates the router in `router_dir` on `data`, and the baseline built from the utterances
+/// the router was trained on: `train_data`, and the extra files its metadata records (read
+/// from their recorded paths when `train_data` has none with their sha256). When
+/// `data` is the router's own training file, only its held-out split is scored (and the
+/// baseline indexes only that file's training split), so neither sees its test queries; a
+/// file the router trained on whole is refused as test data.
 pub fn eval_router(
     embedder: &Embedder,
     router_dir: &Path,
     data: &Path,
-    train_data: &Path,
+    train_data: &[PathBuf],
 ) -> Result<(Evaluation, Evaluation, usize), RoutingError> {
     let router = load_router(router_dir, embedder)?.ok_or_else(|| RouterError::Artifact {
         path: router_dir.display().to_string(),
@@ -256,16 +288,47 @@ pub fn eval_router(
     })?;
     let routes = router.meta.routes.clone();
     let training = &router.meta.training;
-    let (train_examples, train_sha) = load_examples(train_data)?;
     let (eval_examples, eval_sha) = load_examples(data)?;
-    let (train_idx, held_idx) =
-        stratified_split(&train_examples, training.holdout, training.split_seed);
-    let baseline_idx = if train_sha == training.data_sha256 {
-        train_idx
-    } else {
-        (0..train_examples.len()).collect()
-    };
+    if training.extra_data.iter().any(|e| e.sha256 == eval_sha) {
+        return Err(RouterError::Data(format!(
+            "{} is a file the router was trained on whole (--extra-data): it cannot test it",
+            data.display()
+        ))
+        .into());
+    }
+    let mut files = Vec::new();
+    for file in train_data {
+        files.push(load_examples(file)?);
+    }
+    for extra in &training.extra_data {
+        if files.iter().all(|(_, sha)| *sha != extra.sha256) {
+            let (examples, sha) = load_examples(Path::new(&extra.file)).map_err(|e| {
+                RouterError::Data(format!(
+                    "the extra training file {} that router.json records: {e} (name it with --train-data)",
+                    extra.file
+                ))
+            })?;
+            if sha != extra.sha256 {
+                return Err(RouterError::Data(format!(
+                    "{} changed since the router was trained on it: retrain, or name the file it was trained on with --train-data",
+                    extra.file
+                ))
+                .into());
+            }
+            files.push((examples, sha));
+        }
+    }
+    let mut baseline_examples = Vec::new();
+    for (examples, sha) in files {
+        if sha == training.data_sha256 {
+            let (train_idx, _) = stratified_split(&examples, training.holdout, training.split_seed);
+            baseline_examples.extend(train_idx.iter().map(|&i| examples[i].clone()));
+        } else {
+            baseline_examples.extend(examples);
+        }
+    }
     let eval_set: Vec<Example> = if eval_sha == training.data_sha256 {
+        let (_, held_idx) = stratified_split(&eval_examples, training.holdout, training.split_seed);
         held_idx.iter().map(|&i| eval_examples[i].clone()).collect()
     } else {
         eval_examples
@@ -292,9 +355,8 @@ pub fn eval_router(
         .collect();
     let classifier_eval = evaluate(&routes, &labels, &predicted);
 
-    let baseline_examples: Vec<Example> = baseline_idx
-        .iter()
-        .map(|&i| train_examples[i].clone())
+    let baseline_examples: Vec<Example> = baseline_examples
+        .into_iter()
         .filter(|e| routes.contains(&e.route))
         .collect();
     let baseline_refs: Vec<&Example> = baseline_examples.iter().collect();
