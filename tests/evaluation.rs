@@ -189,8 +189,7 @@ async fn extra_training_files_are_trained_on_whole_and_never_scored() {
         &chat,
         &[workspace_root().join("router/data/routes.jsonl")],
     )
-    .err()
-    .expect("a file trained on whole is refused as test data")
+    .expect_err("a file trained on whole is refused as test data")
     .to_string();
     assert!(refused.contains("trained on whole"), "{refused}");
 }
