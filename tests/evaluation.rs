@@ -193,3 +193,85 @@ async fn extra_training_files_are_trained_on_whole_and_never_scored() {
     .to_string();
     assert!(refused.contains("trained on whole"), "{refused}");
 }
+
+/// The query adapter trained on the real index (the four pages; the training questions whose
+/// answering page is not there have no positive and are skipped) changes what dense search
+/// scores once loaded, and one recorded for another embedding model is refused at open.
+#[tokio::test]
+async fn a_query_adapter_trained_on_the_index_moves_dense_search_and_a_mismatched_one_is_refused() {
+    use retrieval::query_adapter::{train_for_index, META_FILE};
+    use switchyard_server::index::open_retrieval;
+
+    let (index, adapter_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config = rag_config(index.path());
+    config.query_adapter_dir = adapter_dir.path().to_path_buf();
+    let query = "how do I put my uncommitted changes aside for a moment";
+    let plain = {
+        let retrieval = open_retrieval(&config).await.unwrap();
+        assert!(
+            retrieval.retriever.query_adapter().is_none(),
+            "the folder is empty"
+        );
+        for page in PAGES {
+            retrieval
+                .ingestor
+                .upsert(retrieval::NewDocument {
+                    tenant: "default".into(),
+                    doc_id: page.into(),
+                    text: corpus_text(page),
+                    title: None,
+                    format: None,
+                })
+                .await
+                .unwrap();
+        }
+        let training = retrieval::AdapterTrainConfig {
+            steps: 40,
+            ..Default::default()
+        };
+        let questions = workspace_root().join("retrieval/train/git-docs-train.jsonl");
+        let adapter = train_for_index(retrieval.store(), "default", &[questions], &training)
+            .await
+            .unwrap();
+        let meta = adapter.meta();
+        let chunks = retrieval.store().chunk_records("default").len();
+        assert_eq!(meta.chunks, chunks);
+        assert!(meta.synthetic_pairs > 0 && meta.question_files[0].questions > 200);
+        assert!(meta.loss_after < meta.loss_before, "{meta:?}");
+        adapter.save(adapter_dir.path()).unwrap();
+        retrieval
+            .retriever
+            .ranked_lists("default", query, 10)
+            .await
+            .dense
+            .unwrap()
+    };
+
+    let retrieval = open_retrieval(&config).await.unwrap();
+    assert!(retrieval.retriever.query_adapter().is_some());
+    let adapted = retrieval
+        .retriever
+        .ranked_lists("default", query, 10)
+        .await
+        .dense
+        .unwrap();
+    assert_eq!(plain.len(), adapted.len());
+    assert!(
+        plain
+            .iter()
+            .zip(&adapted)
+            .any(|(a, b)| (a.score - b.score).abs() > 1e-4),
+        "dense search scored the same with the adapter: {plain:?}"
+    );
+    drop(retrieval);
+
+    let meta_path = adapter_dir.path().join(META_FILE);
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["embedding_model_sha256"] = "0".repeat(64).into();
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    let Err(err) = open_retrieval(&config).await else {
+        panic!("an adapter recorded for another embedding model was loaded");
+    };
+    assert!(err.to_string().contains("train it again"), "{err}");
+}

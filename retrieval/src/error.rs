@@ -29,4 +29,6 @@ pub enum RetrievalError {
     Catalog(String),
     #[error("index at {path} has another layout ({reason}); re-ingest into a new folder")]
     IncompatibleIndex { path: String, reason: String },
+    #[error("query adapter at {path}: {reason}")]
+    QueryAdapter { path: String, reason: String },
 }

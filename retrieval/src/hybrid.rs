@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::document_of;
 use crate::error::{Result, RetrievalError};
 use crate::fusion::{fuse, FusionMethod, Scored};
+use crate::query_adapter::QueryAdapter;
 use crate::store::{ChunkRecord, IndexStore};
 
 /// How to search.
@@ -130,6 +131,7 @@ pub struct SearchResult {
 pub struct HybridRetriever {
     store: Arc<IndexStore>,
     config: SearchConfig,
+    query_adapter: Option<Arc<QueryAdapter>>,
 }
 
 async fn timed<T>(
@@ -150,7 +152,21 @@ async fn timed<T>(
 
 impl HybridRetriever {
     pub fn new(store: Arc<IndexStore>, config: SearchConfig) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            query_adapter: None,
+        }
+    }
+
+    /// Dense search maps each query's embedding through `adapter` first.
+    pub fn with_query_adapter(mut self, adapter: Arc<QueryAdapter>) -> Self {
+        self.query_adapter = Some(adapter);
+        self
+    }
+
+    pub fn query_adapter(&self) -> Option<&Arc<QueryAdapter>> {
+        self.query_adapter.as_ref()
     }
 
     pub fn config(&self) -> &SearchConfig {
@@ -175,11 +191,18 @@ impl HybridRetriever {
         };
         let dense = async {
             let embedder = self.store.embedder.clone();
+            let adapter = self.query_adapter.clone();
             let text = query.to_string();
             let (vector, embed_time) = timed(deadline, async move {
-                tokio::task::spawn_blocking(move || embedder.embed(&[text]))
-                    .await
-                    .map_err(|e| RetrievalError::Unavailable(e.to_string()))?
+                tokio::task::spawn_blocking(move || {
+                    let vectors = embedder.embed(&[text])?;
+                    Ok(match adapter {
+                        Some(adapter) => vectors.iter().map(|v| adapter.apply(v)).collect(),
+                        None => vectors,
+                    })
+                })
+                .await
+                .map_err(|e| RetrievalError::Unavailable(e.to_string()))?
             })
             .await;
             let vector = match vector {

@@ -28,6 +28,12 @@ pub struct IndexConfig {
 }
 
 /// A document version ready to be written: its catalog record, chunks and vectors.
+/// The text embedded for a chunk: the title goes in front so a chunk deep in a page still
+/// says what page it is.
+pub fn embedding_input(title: &str, chunk_text: &str) -> String {
+    format!("{title}\n{chunk_text}")
+}
+
 pub(crate) struct Prepared {
     pub version: DocumentVersion,
     pub chunks: Vec<Chunk>,
@@ -215,10 +221,9 @@ impl IndexStore {
         blocking(move || {
             let count = |t: &str| embedder.count_tokens(t);
             let chunks = chunk_document(&doc_id, &text, format, chunker, &count);
-            // The title goes in front so a chunk deep in a page still says what page it is.
             let inputs: Vec<String> = chunks
                 .iter()
-                .map(|c| format!("{title}\n{}", c.text))
+                .map(|c| embedding_input(&title, &c.text))
                 .collect();
             let vectors = embedder.embed(&inputs)?;
             let version = DocumentVersion {
@@ -318,6 +323,20 @@ impl IndexStore {
                 self.catalog.put(tenant, doc_id, None, None)
             }
         }
+    }
+
+    /// Every acknowledged chunk of `tenant` with its text, documents in id order.
+    pub fn chunk_records(&self, tenant: &str) -> Vec<ChunkRecord> {
+        let mut records = Vec::new();
+        for entry in self.catalog.entries() {
+            let Some(version) = entry.acknowledged().filter(|_| entry.tenant == tenant) else {
+                continue;
+            };
+            for i in 0..version.chunks.len() {
+                records.extend(self.chunk(tenant, &format!("{}#{i}", entry.doc_id)));
+            }
+        }
+        records
     }
 
     /// The chunk `chunk_id` of `tenant`, with its exact text (one small read of the catalog

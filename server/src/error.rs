@@ -201,7 +201,7 @@ impl From<retrieval::RetrievalError> for ApiError {
             E::DocumentNotFound { doc_id } => ApiError::DocumentNotFound(doc_id),
             E::Unavailable(message) => ApiError::RetrievalUnavailable(message),
             E::Embedder(message) => ApiError::Embedder(message),
-            E::IndexLocked { .. } | E::IncompatibleIndex { .. } => {
+            E::IndexLocked { .. } | E::IncompatibleIndex { .. } | E::QueryAdapter { .. } => {
                 ApiError::IndexUnavailable(err.to_string())
             }
             // A write that failed part-way: the ingest rolled back.

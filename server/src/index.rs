@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use retrieval::{
     ChunkerConfig, Embedder, EmbedderConfig, HybridRetriever, IndexConfig, IndexStore, Ingestor,
-    SearchConfig, VectorBackend,
+    QueryAdapter, SearchConfig, VectorBackend,
 };
 
 use crate::config::{Config, VectorStoreKind};
@@ -62,10 +62,33 @@ pub async fn open_index(config: &Config, embedder: Arc<Embedder>) -> retrieval::
         chunker: ChunkerConfig::default(),
     };
     let store = Arc::new(IndexStore::open(&index_config, embedder).await?);
+    let mut retriever = HybridRetriever::new(store.clone(), search_config(config));
+    if let Some(adapter) = load_query_adapter(config, store.embedder())? {
+        retriever = retriever.with_query_adapter(Arc::new(adapter));
+    }
     Ok(Retrieval {
-        ingestor: Arc::new(Ingestor::new(store.clone())),
-        retriever: Arc::new(HybridRetriever::new(store, search_config(config))),
+        ingestor: Arc::new(Ingestor::new(store)),
+        retriever: Arc::new(retriever),
     })
+}
+
+/// The configured query adapter: none when off or when `query_adapter_dir` holds none; an
+/// error when the one there was trained for another embedding model (or is unreadable).
+pub fn load_query_adapter(
+    config: &Config,
+    embedder: &Embedder,
+) -> retrieval::Result<Option<QueryAdapter>> {
+    let dir = &config.query_adapter_dir;
+    if !config.query_adapter_enabled {
+        return Ok(None);
+    }
+    if !dir.join(retrieval::query_adapter::META_FILE).exists() {
+        tracing::info!(query_adapter_dir = %dir.display(), "no query adapter: dense search embeds queries as they are");
+        return Ok(None);
+    }
+    let adapter = QueryAdapter::load(dir, embedder.model_sha256(), retrieval::EMBEDDING_DIMS)?;
+    tracing::info!(query_adapter_dir = %dir.display(), loss_after = adapter.meta().loss_after, "query adapter loaded");
+    Ok(Some(adapter))
 }
 
 /// Loads the embedder and opens the index folder (the CLI commands' way in).

@@ -8,6 +8,7 @@ mod bench_adapters;
 mod cli_eval;
 mod cli_format;
 mod cli_ingest;
+mod cli_query_adapter;
 mod cli_router;
 
 use anyhow::Context;
@@ -40,6 +41,9 @@ enum Command {
     /// Train or evaluate the intent router.
     #[command(subcommand)]
     Router(cli_router::RouterCommand),
+    /// Train the query adapter dense search maps queries through.
+    #[command(subcommand)]
+    QueryAdapter(cli_query_adapter::QueryAdapterCommand),
     /// The format adapter: build its training set, measure it against the base.
     #[command(subcommand)]
     Format(cli_format::FormatCommand),
@@ -111,6 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => {
             switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
             cli_eval::run(args).await?
+        }
+        Command::QueryAdapter(command) => {
+            switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
+            cli_query_adapter::run(command).await?
         }
         Command::Format(command) => {
             switchyard_server::logging::init(LogFormat::Text, "warn,qdrant_edge=error");
