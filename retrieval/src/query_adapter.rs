@@ -306,7 +306,7 @@ pub fn synthetic_pairs(chunks: &[ChunkRecord]) -> Vec<TrainingPair> {
                 .any(|g| g.eq_ignore_ascii_case(heading));
             if heading.chars().count() > 6 && !generic {
                 // Alternately the heading as it stands and as a question.
-                let query = if queries.len() % 2 == 0 {
+                let query = if queries.len().is_multiple_of(2) {
                     heading.to_string()
                 } else {
                     format!("how does {} work", heading.to_lowercase())
@@ -323,7 +323,7 @@ pub fn synthetic_pairs(chunks: &[ChunkRecord]) -> Vec<TrainingPair> {
         for (term, description) in definitions(&chunk.text) {
             let sentence = first_sentence(&description);
             let words: Vec<&str> = sentence.trim_end_matches('.').split_whitespace().collect();
-            let query = if words.len() >= 5 && queries.len() % 2 == 0 {
+            let query = if words.len() >= 5 && queries.len().is_multiple_of(2) {
                 words[..words.len().min(12)].join(" ").to_lowercase()
             } else {
                 let name: String = term
@@ -358,9 +358,7 @@ struct Operand<'a>(&'a [f32], usize, usize);
 
 /// `c = alpha · a · b + beta · c` with `a` [m × k], `b` [k × n] and `c` row-major [m × n].
 fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
     alpha: f32,
     a: Operand,
     b: Operand,
@@ -405,7 +403,14 @@ fn batch_loss(
     let mut scores = vec![0.0f32; batch * chunks];
     // adapted · Cᵀ
     let (queries, vectors) = (Operand(adapted, dims, 1), Operand(chunk_vectors, 1, dims));
-    gemm(batch, dims, chunks, 1.0, queries, vectors, 0.0, &mut scores);
+    gemm(
+        (batch, dims, chunks),
+        1.0,
+        queries,
+        vectors,
+        0.0,
+        &mut scores,
+    );
     let mut loss = 0.0;
     // Each row becomes (softmax over all chunks) − (softmax over the positives).
     for (row, positive) in scores.chunks_exact_mut(chunks).zip(positives) {
@@ -429,7 +434,14 @@ fn batch_loss(
         // (P_all − P_positive) · C / τ / batch
         let (weights, vectors) = (Operand(&scores, chunks, 1), Operand(chunk_vectors, dims, 1));
         let scale = 1.0 / (temperature * batch as f32);
-        gemm(batch, chunks, dims, scale, weights, vectors, 0.0, gradient);
+        gemm(
+            (batch, chunks, dims),
+            scale,
+            weights,
+            vectors,
+            0.0,
+            gradient,
+        );
     }
     loss
 }
@@ -439,9 +451,7 @@ fn adapt_batch(x: &[f32], a: &[f32], dims: usize) -> Vec<f32> {
     let batch = x.len() / dims;
     let mut out = vec![0.0; x.len()];
     gemm(
-        batch,
-        dims,
-        dims,
+        (batch, dims, dims),
         1.0,
         Operand(x, dims, 1),
         Operand(a, 1, dims),
@@ -537,7 +547,7 @@ pub fn train(
         // dL/dA = Gᵀ · x + l2 · A
         grad_a.copy_from_slice(&a);
         let (g, xs) = (Operand(&gradient, 1, dims), Operand(&x, dims, 1));
-        gemm(dims, batch_size, dims, 1.0, g, xs, config.l2, &mut grad_a);
+        gemm((dims, batch_size, dims), 1.0, g, xs, config.l2, &mut grad_a);
         let (correction1, correction2) =
             (1.0 - beta1.powi(step as i32), 1.0 - beta2.powi(step as i32));
         for i in 0..a.len() {
