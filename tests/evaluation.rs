@@ -18,6 +18,22 @@ const PAGES: [&str; 4] = [
     "git-cherry-pick.txt",
 ];
 
+/// Indexes the four pages from the corpus into the default tenant.
+async fn ingest_pages(ingestor: &retrieval::Ingestor) {
+    for page in PAGES {
+        ingestor
+            .upsert(retrieval::NewDocument {
+                tenant: "default".into(),
+                doc_id: page.into(),
+                text: corpus_text(page),
+                title: None,
+                format: None,
+            })
+            .await
+            .unwrap();
+    }
+}
+
 /// The first `n` lines of `source` that `keep` accepts, in a file of their own.
 fn subset(
     source: &str,
@@ -46,19 +62,7 @@ async fn the_evaluation_reports_routing_retrieval_and_answers() {
     let state = AppState::new(config.clone());
     load_retrieval_and_routing(state.clone()).await;
     let retrieval = state.retrieval().unwrap();
-    for page in PAGES {
-        retrieval
-            .ingestor
-            .upsert(retrieval::NewDocument {
-                tenant: "default".into(),
-                doc_id: page.into(),
-                text: corpus_text(page),
-                title: None,
-                format: None,
-            })
-            .await
-            .unwrap();
-    }
+    ingest_pages(&retrieval.ingestor).await;
     state.set_ready(load_engine(&config, None).await.unwrap());
 
     let routing = subset("router/data/routes-eval-traffic.jsonl", 30, |_| true);
@@ -212,19 +216,7 @@ async fn a_query_adapter_trained_on_the_index_moves_dense_search_and_a_mismatche
             retrieval.retriever.query_adapter().is_none(),
             "the folder is empty"
         );
-        for page in PAGES {
-            retrieval
-                .ingestor
-                .upsert(retrieval::NewDocument {
-                    tenant: "default".into(),
-                    doc_id: page.into(),
-                    text: corpus_text(page),
-                    title: None,
-                    format: None,
-                })
-                .await
-                .unwrap();
-        }
+        ingest_pages(&retrieval.ingestor).await;
         let training = retrieval::AdapterTrainConfig {
             steps: 40,
             ..Default::default()
