@@ -157,6 +157,8 @@ async fn the_evaluation_reports_routing_retrieval_and_answers() {
     ] {
         assert!(printed.contains(heading), "{printed}");
     }
+    // No adapter in this configuration's folder: the report says dense search ran without.
+    assert!(printed.contains("query adapter off"), "{printed}");
 }
 
 #[tokio::test]

@@ -79,6 +79,8 @@ pub struct RetrievalReport {
     pub report: EvalReport,
     /// Judged documents that are not in the index (they count as never retrieved).
     pub missing: Vec<String>,
+    /// Whether dense search mapped queries through the query adapter.
+    pub query_adapter: bool,
 }
 
 /// End-to-end answers to a retrieval file's first queries.
@@ -222,6 +224,7 @@ async fn retrieval(
         file: file.to_path_buf(),
         report,
         missing,
+        query_adapter: index.retriever.query_adapter().is_some(),
     })
 }
 
@@ -403,8 +406,15 @@ impl Report {
         if !self.retrieval.is_empty() {
             let _ = writeln!(
                 out,
-                "## Retrieval (fusion {:?}, {} candidates per retriever, rag_top_k {})\n",
-                config.fusion, config.retrieval_candidates, config.rag_top_k
+                "## Retrieval (fusion {:?}, {} candidates per retriever, rag_top_k {}, query adapter {})\n",
+                config.fusion,
+                config.retrieval_candidates,
+                config.rag_top_k,
+                if self.retrieval.iter().all(|r| r.query_adapter) {
+                    format!("from {}", config.query_adapter_dir.display())
+                } else {
+                    "off".to_string()
+                }
             );
             for r in &self.retrieval {
                 let _ = writeln!(out, "{} ({} queries)", r.file.display(), r.report.queries);
