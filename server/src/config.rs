@@ -211,7 +211,8 @@ settings::declare! {
     fusion_weights: Vec<f32> = vec![0.5, 1.0];
     /// Map each query's embedding through the trained query adapter in `query_adapter_dir`
     /// (when one is there) before dense search; one trained for another embedding model is
-    /// refused (the index stays closed, `/ready` 503 with the reason). It raised nDCG@10 on both dev sets (README, Evaluation).
+    /// refused (the index stays closed, `/ready` 503 with the reason). It raised nDCG@10 on
+    /// both dev sets (README, Evaluation).
     query_adapter_enabled: bool = true;
     /// Folder of the query adapter (`switchyard query-adapter train --out`).
     query_adapter_dir: PathBuf = PathBuf::from("models/query-adapter");
